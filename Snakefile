@@ -1,0 +1,26 @@
+# emoprobe: where is emotion linearly decodable inside a language model?
+#
+#   prepared dataset -> extraction (one job per model x dataset, one shard per layer)
+#   -> probes (one job per model x dataset x layer x position) -> metrics table -> report
+#
+# Run: snakemake --cores 2            (see README.md for SLURM and configuration)
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/probe.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

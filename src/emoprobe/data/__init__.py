@@ -1,0 +1,1 @@
+"""Datasets: raw-file resolution (local copy or download, sha256-checked) and loaders."""

@@ -1,0 +1,84 @@
+"""Raw data files: take a local copy when present, otherwise download; always sha256-check."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One raw file of a dataset, with where it canonically lives and its checksum."""
+
+    dataset: str
+    name: str
+    sha256: str
+    urls: tuple[str, ...]
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check(path: Path, raw: RawFile) -> Path:
+    actual = sha256_of(path)
+    if actual != raw.sha256:
+        raise DataError(
+            f"sha256 mismatch for {path}: expected {raw.sha256}, got {actual}. The file is "
+            f"corrupt or a different version; replace it with the file from {raw.urls[0]} "
+            "(or delete it to download it again)."
+        )
+    return path
+
+
+def _download(url: str, destination: Path, timeout: float) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https only)
+        fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=destination.name, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while block := response.read(1 << 20):
+                    out.write(block)
+            os.replace(tmp, destination)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def fetch(raw: RawFile, data_dir: str | None, download_dir: str, timeout: float = 60) -> Path:
+    """Path of a verified copy of `raw`: from data_dir if present, else downloaded."""
+    if data_dir is not None:
+        local = Path(data_dir) / raw.dataset / raw.name
+        if local.exists():
+            return _check(local, raw)
+    cached = Path(download_dir) / raw.dataset / raw.name
+    if cached.exists():
+        return _check(cached, raw)
+    failures = []
+    for url in raw.urls:
+        try:
+            log.info("downloading %s", url)
+            _download(url, cached, timeout)
+            return _check(cached, raw)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            failures.append(f"{url}: {exc}")
+    where = f"{Path(data_dir) / raw.dataset / raw.name} or " if data_dir else ""
+    raise DataError(
+        f"raw file '{raw.name}' of dataset '{raw.dataset}' is missing and could not be "
+        f"downloaded ({'; '.join(failures)}). Put a copy at {where}{cached}, or set "
+        "`data_dir` in the config to a folder holding <dataset>/<file>."
+    )

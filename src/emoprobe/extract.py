@@ -1,0 +1,228 @@
+"""Hidden-state extraction: one forward pass per batch, read by forward hooks on stock modules.
+
+Layer 0 is the input to the first transformer block (the embedding output, including any
+position embeddings or scaling the architecture applies); layer i is the output of block i,
+i.e. the residual stream before any final norm. Only the configured token positions are
+gathered, on the device, before anything is copied to the host, and the forward pass stops
+after the deepest requested layer.
+
+Hooks are organised by *site*: `residual` today; attention/MLP outputs and interventions
+(hooks that edit the activations) are further `Site`s on the same `HookedRun`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import ExtractionError
+from .shards import FORMAT_VERSION, ShardWriter
+
+log = logging.getLogger(__name__)
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every requested layer has been read."""
+
+
+def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The ModuleList of repeated transformer blocks (Llama `layers`, GPT-2 `h`, BERT `layer`)."""
+    config = getattr(model.config, "text_config", None) or model.config
+    n_layers = config.num_hidden_layers
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ExtractionError(f"cannot find the {n_layers} transformer blocks of {type(model).__name__}.")
+
+
+def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """[B, P] indices of the tokens at `positions` (-1 = last real token) of each row.
+
+    Works for left and right padding: real tokens are contiguous, so position -k is k-1
+    tokens before each row's last attended token.
+    """
+    seq_len = attention_mask.shape[1]
+    last_real = seq_len - 1 - attention_mask.flip(1).int().argmax(dim=1)
+    offsets = torch.tensor([-p - 1 for p in positions], device=attention_mask.device)
+    return last_real[:, None] - offsets[None, :]
+
+
+@dataclass
+class HookedRun:
+    """Captures, per requested layer, the [B, P, H] residual stream at the gathered positions."""
+
+    blocks: torch.nn.ModuleList
+    layers: Sequence[int]
+    gather_index: torch.Tensor | None = None
+    captured: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def _keep(self, layer: int, hidden: torch.Tensor) -> None:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
+        self.captured[layer] = hidden[rows, self.gather_index].float().cpu()
+        if layer == max(self.layers):
+            raise _StopForward
+
+    def __enter__(self):
+        wanted = set(self.layers)
+        handles = []
+        if 0 in wanted:
+            def read_input(module, args, kwargs):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                self._keep(0, hidden)
+            handles.append(self.blocks[0].register_forward_pre_hook(read_input, with_kwargs=True))
+        for index, block in enumerate(self.blocks, start=1):
+            if index in wanted:
+                def read_output(module, args, output, layer=index):
+                    self._keep(layer, output if torch.is_tensor(output) else output[0])
+                handles.append(block.register_forward_hook(read_output))
+        self._handles = handles
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+
+
+def tokenize(tokenizer, prompts: Sequence[str], ids: Sequence[str], min_tokens: int) -> list[list[int]]:
+    """Tokenise every prompt once; stop naming the texts shorter than `min_tokens`."""
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    short = [(ids[i], len(tokens)) for i, tokens in enumerate(encoded) if len(tokens) < min_tokens]
+    if short:
+        shown = ", ".join(f"{text_id} ({n} tokens)" for text_id, n in short[:10])
+        raise ExtractionError(
+            f"{len(short)} prompts have fewer tokens than the furthest position needs "
+            f"({min_tokens}): {shown}. Drop positions beyond -{min(n for _, n in short)} or "
+            "remove these texts."
+        )
+    return encoded
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Row indices grouped into batches of similar length (longest first)."""
+    return chunk(np.argsort(-np.asarray(lengths), kind="stable"), batch_size)
+
+
+def chunk(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Consecutive slices of `order` of at most `batch_size` rows."""
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(token_lists: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token id lists to one length on `side` ("left" or "right")."""
+    width = max(len(t) for t in token_lists)
+    input_ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        span = slice(width - len(tokens), width) if side == "left" else slice(0, len(tokens))
+        input_ids[row, span] = torch.as_tensor(tokens, dtype=torch.long)
+        mask[row, span] = 1
+    return input_ids, mask
+
+
+def pad_token_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[int],
+                  accepts_position_ids: bool) -> dict[int, torch.Tensor]:
+    """One forward pass -> {layer: [B, P, H] float32 on CPU}."""
+    device = next(model.parameters()).device
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    run.gather_index = token_positions(mask, positions)
+    run.captured = {}
+    kwargs = {"input_ids": input_ids, "attention_mask": mask}
+    if accepts_position_ids:
+        # Absolute position embeddings must not count left padding.
+        kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    try:
+        with torch.inference_mode():
+            model(**kwargs, use_cache=False) if _accepts(model, "use_cache") else model(**kwargs)
+    except _StopForward:
+        pass
+    return run.captured
+
+
+def _accepts(model, name: str) -> bool:
+    parameters = inspect.signature(model.forward).parameters
+    return name in parameters
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers: Sequence[int],
+            positions: Sequence[int], batch_size: int,
+            sink: Callable[[np.ndarray, dict[int, torch.Tensor]], None],
+            forward: Callable = forward_batch, progress: bool = True) -> None:
+    """Run the model over all prompts; hand each batch's rows and activations to `sink`.
+
+    A batch that runs out of (GPU) memory is split in half and retried; the batch size
+    stays halved for the rest of the run.
+    """
+    token_lists = tokenize(tokenizer, prompts, ids, min_tokens=max(-p for p in positions))
+    side = getattr(tokenizer, "padding_side", "right")
+    pad_id = pad_token_id(tokenizer)
+    run = HookedRun(transformer_blocks(model), layers)
+    accepts_position_ids = _accepts(model, "position_ids")
+    queue = length_sorted_batches([len(t) for t in token_lists], batch_size)
+    bar = tqdm(total=len(token_lists), unit="text", disable=not progress, mininterval=5)
+    with run:
+        while queue:
+            rows = queue.pop(0)
+            input_ids, mask = pad_batch([token_lists[i] for i in rows], pad_id, side)
+            try:
+                captured = forward(model, run, input_ids, mask, positions, accepts_position_ids)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _is_out_of_memory(exc) or len(rows) == 1:
+                    raise
+                half = len(rows) // 2
+                log.warning("out of memory with a batch of %d; retrying in halves", len(rows))
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                rest = np.concatenate(queue) if queue else np.array([], dtype=int)
+                queue = chunk(np.concatenate([rows, rest]).astype(int), half)
+                continue
+            sink(rows, captured)
+            bar.update(len(rows))
+    bar.close()
+
+
+def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[str],
+                      layers: Sequence[int], positions: Sequence[int], batch_size: int,
+                      shard_path: Callable[[int], str], metadata: dict[str, str],
+                      forward: Callable = forward_batch, progress: bool = True) -> None:
+    """Extract and stream every layer to its own shard; shards appear only when complete."""
+    hidden_size = (getattr(model.config, "text_config", None) or model.config).hidden_size
+    shape = (len(prompts), len(positions), hidden_size)
+    writers = {
+        layer: ShardWriter(shard_path(layer), shape, {
+            **metadata, "format_version": FORMAT_VERSION, "layer": str(layer),
+            "positions": json.dumps(list(positions)), "n_rows": str(len(prompts)),
+            "hidden_size": str(hidden_size), "site": "residual",
+        })
+        for layer in layers
+    }
+
+    def sink(rows: np.ndarray, captured: dict[int, torch.Tensor]) -> None:
+        for layer, writer in writers.items():
+            writer.write_rows(rows, captured[layer].numpy())
+
+    try:
+        extract(model, tokenizer, prompts, ids, layers, positions, batch_size, sink, forward, progress)
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for writer in writers.values():
+        writer.commit()

@@ -1,0 +1,24 @@
+rule extract_activations:
+    input:
+        table=prepared_table,
+    output:
+        shards=directory("results/activations/{model}/{dataset}"),
+    params:
+        model=lambda wc: config["models"][wc.model],
+        n_layers=lambda wc: N_LAYERS[wc.model],
+        layers=lambda wc: LAYERS[wc.model],
+        positions=POSITIONS,
+        template=lambda wc: TEMPLATE,  # a function: the template's {text} is no wildcard
+        batch_size=config["extraction"]["batch_size"],
+        device=config["extraction"]["device"],
+    log:
+        "results/logs/extract_activations/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/extract_activations/{model}/{dataset}.tsv"
+    threads: 8
+    resources:
+        mem_mb=config["extraction"]["mem_mb"],
+        runtime=config["extraction"]["runtime"],
+        gpu=0 if config["extraction"]["device"] == "cpu" else 1,
+    script:
+        "../scripts/extract_activations.py"

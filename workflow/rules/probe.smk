@@ -1,0 +1,34 @@
+rule fit_probe:
+    input:
+        shards=activation_dir,
+        table=prepared_table,
+    output:
+        scores="results/probes/{model}/{dataset}/layer_{layer}/pos_{position}.parquet",
+    params:
+        cv_folds=config["probe"]["cv_folds"],
+        C=config["probe"]["C"],
+        max_iter=config["probe"]["max_iter"],
+        seed=config["seed"],
+    log:
+        "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/pos_{position}.log",
+    threads: 1
+    resources:
+        mem_mb=config["probe"]["mem_mb"],
+        runtime=config["probe"]["runtime"],
+    script:
+        "../scripts/fit_probe.py"
+
+
+rule aggregate_metrics:
+    input:
+        scores=probe_scores(),
+    output:
+        parquet="results/metrics/probe_metrics.parquet",
+        csv="results/metrics/probe_metrics.csv",
+    log:
+        "results/logs/aggregate_metrics.log",
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    script:
+        "../scripts/aggregate_metrics.py"

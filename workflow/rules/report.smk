@@ -1,0 +1,26 @@
+rule build_report:
+    input:
+        metrics="results/metrics/probe_metrics.parquet",
+    output:
+        index="results/report/index.html",
+        relative_depth=report(
+            "results/report/relative_depth.png",
+            caption="../report/relative_depth.rst",
+            category="All models",
+        ),
+        figures=report(
+            report_figures(),
+            caption="../report/per_model.rst",
+            category="Per model and dataset",
+        ),
+        summary="results/report/summary.csv",
+    params:
+        quantisation={model: config["models"][model]["quantisation"] for model in MODELS},
+        tolerance=config["report"]["plateau_tolerance"],
+    log:
+        "results/logs/build_report.log",
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    script:
+        "../scripts/build_report.py"
