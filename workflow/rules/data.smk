@@ -12,5 +12,7 @@ rule prepare_dataset:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        "../../envs/emoprobe.yaml"
     script:
         "../scripts/prepare_dataset.py"

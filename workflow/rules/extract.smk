@@ -20,5 +20,7 @@ rule extract_activations:
         mem_mb=config["extraction"]["mem_mb"],
         runtime=config["extraction"]["runtime"],
         gpu=0 if config["extraction"]["device"] == "cpu" else 1,
+    conda:
+        "../../envs/emoprobe.yaml"
     script:
         "../scripts/extract_activations.py"

@@ -15,6 +15,8 @@ rule fit_probe:
     resources:
         mem_mb=config["probe"]["mem_mb"],
         runtime=config["probe"]["runtime"],
+    conda:
+        "../../envs/emoprobe.yaml"
     script:
         "../scripts/fit_probe.py"
 
@@ -30,5 +32,7 @@ rule aggregate_metrics:
     resources:
         mem_mb=2000,
         runtime=15,
+    conda:
+        "../../envs/emoprobe.yaml"
     script:
         "../scripts/aggregate_metrics.py"

@@ -22,5 +22,7 @@ rule build_report:
     resources:
         mem_mb=2000,
         runtime=15,
+    conda:
+        "../../envs/emoprobe.yaml"
     script:
         "../scripts/build_report.py"

