@@ -23,12 +23,21 @@ def aggregate(probe_files: Iterable[str]) -> pl.DataFrame:
     )
 
 
+def select(metrics: pl.DataFrame, probe: str, metric: str = "accuracy") -> pl.DataFrame:
+    """The rows of one probe and metric."""
+    return metrics.filter((pl.col("probe") == probe) & (pl.col("metric") == metric))
+
+
+def majority_rate(metrics: pl.DataFrame, metric: str = "accuracy") -> pl.DataFrame:
+    """Majority-class score per (model, dataset) (the same at every layer and position)."""
+    return select(metrics, "majority", metric).group_by("model", "dataset").agg(pl.col("mean").max().alias("majority"))
+
+
 def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, probe: str = "logreg",
               metric: str = "accuracy") -> pl.DataFrame:
     """Per (model, dataset): best layer and position, its score, first layer within tolerance."""
-    scores = metrics.filter((pl.col("probe") == probe) & (pl.col("metric") == metric))
-    majority = (metrics.filter((pl.col("probe") == "majority") & (pl.col("metric") == metric))
-                .group_by("model", "dataset").agg(pl.col("mean").max().alias("majority")))
+    scores = select(metrics, probe, metric)
+    majority = majority_rate(metrics, metric)
     rows = []
     for (model, dataset), group in scores.group_by("model", "dataset", maintain_order=True):
         best = group.sort(["mean", "layer"], descending=[True, False]).row(0, named=True)

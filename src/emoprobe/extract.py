@@ -32,14 +32,26 @@ class _StopForward(Exception):
     """Raised by a hook once every requested layer has been read."""
 
 
+BLOCK_LIST_NAMES = ("layers", "h", "layer", "block", "blocks")
+
+
+def text_config(config):
+    """The language model's config (multimodal configs nest it as `text_config`)."""
+    return getattr(config, "text_config", None) or config
+
+
 def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The ModuleList of repeated transformer blocks (Llama `layers`, GPT-2 `h`, BERT `layer`)."""
-    config = getattr(model.config, "text_config", None) or model.config
-    n_layers = config.num_hidden_layers
-    for _, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
-            return module
-    raise ExtractionError(f"cannot find the {n_layers} transformer blocks of {type(model).__name__}.")
+    n_layers = text_config(model.config).num_hidden_layers
+    candidates = [(name, module) for name, module in model.named_modules()
+                  if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers]
+    named = [c for c in candidates if c[0].rsplit(".", 1)[-1] in BLOCK_LIST_NAMES]
+    if len(named) == 1 or (len(candidates) == 1 and not named):
+        return (named or candidates)[0][1]
+    raise ExtractionError(
+        f"cannot tell which of {[n for n, _ in candidates] or 'no module lists'} holds the "
+        f"{n_layers} transformer blocks of {type(model).__name__}."
+    )
 
 
 def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
@@ -90,9 +102,16 @@ class HookedRun:
             handle.remove()
 
 
-def tokenize(tokenizer, prompts: Sequence[str], ids: Sequence[str], min_tokens: int) -> list[list[int]]:
-    """Tokenise every prompt once; stop naming the texts shorter than `min_tokens`."""
+def tokenize(tokenizer, prompts: Sequence[str], ids: Sequence[str], min_tokens: int,
+             max_tokens: int | None = None) -> list[list[int]]:
+    """Tokenise every prompt once; stop naming texts shorter than `min_tokens` or too long."""
     encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    if max_tokens:
+        long = [(ids[i], len(tokens)) for i, tokens in enumerate(encoded) if len(tokens) > max_tokens]
+        if long:
+            shown = ", ".join(f"{text_id} ({n} tokens)" for text_id, n in long[:10])
+            raise ExtractionError(f"{len(long)} prompts exceed the model's {max_tokens}-token context: "
+                                  f"{shown}. Shorten or remove these texts.")
     short = [(ids[i], len(tokens)) for i, tokens in enumerate(encoded) if len(tokens) < min_tokens]
     if short:
         shown = ", ".join(f"{text_id} ({n} tokens)" for text_id, n in short[:10])
@@ -141,14 +160,18 @@ def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[in
     run.gather_index = token_positions(mask, positions)
     run.captured = {}
     kwargs = {"input_ids": input_ids, "attention_mask": mask}
-    if accepts_position_ids:
-        # Absolute position embeddings must not count left padding.
+    if accepts_position_ids and not bool(mask[:, -1].all()):
+        # Left padding: positions must not count the pad tokens (right padding needs nothing).
         kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
     try:
         with torch.inference_mode():
             model(**kwargs, use_cache=False) if _accepts(model, "use_cache") else model(**kwargs)
     except _StopForward:
         pass
+    missing = sorted(set(run.layers) - set(run.captured))
+    if missing:
+        raise ExtractionError(f"layers {missing} were never reached in the forward pass of "
+                              f"{type(model).__name__}; its blocks were not found correctly.")
     return run.captured
 
 
@@ -170,7 +193,8 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     A batch that runs out of (GPU) memory is split in half and retried; the batch size
     stays halved for the rest of the run.
     """
-    token_lists = tokenize(tokenizer, prompts, ids, min_tokens=max(-p for p in positions))
+    max_tokens = getattr(text_config(model.config), "max_position_embeddings", None)
+    token_lists = tokenize(tokenizer, prompts, ids, max(-p for p in positions), max_tokens)
     side = getattr(tokenizer, "padding_side", "right")
     pad_id = pad_token_id(tokenizer)
     run = HookedRun(transformer_blocks(model), layers)
@@ -186,12 +210,13 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_out_of_memory(exc) or len(rows) == 1:
                     raise
-                half = len(rows) // 2
-                log.warning("out of memory with a batch of %d; retrying in halves", len(rows))
+                captured = None
+            if captured is None:  # out of memory: halve the batch size for the rest of the run
+                log.warning("out of memory with a batch of %d; going on with %d", len(rows), len(rows) // 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 rest = np.concatenate(queue) if queue else np.array([], dtype=int)
-                queue = chunk(np.concatenate([rows, rest]).astype(int), half)
+                queue = chunk(np.concatenate([rows, rest]).astype(int), len(rows) // 2)
                 continue
             sink(rows, captured)
             bar.update(len(rows))
@@ -203,7 +228,7 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
                       shard_path: Callable[[int], str], metadata: dict[str, str],
                       forward: Callable = forward_batch, progress: bool = True) -> None:
     """Extract and stream every layer to its own shard; shards appear only when complete."""
-    hidden_size = (getattr(model.config, "text_config", None) or model.config).hidden_size
+    hidden_size = text_config(model.config).hidden_size
     shape = (len(prompts), len(positions), hidden_size)
     writers = {
         layer: ShardWriter(shard_path(layer), shape, {
@@ -220,6 +245,8 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
 
     try:
         extract(model, tokenizer, prompts, ids, layers, positions, batch_size, sink, forward, progress)
+        for writer in writers.values():
+            writer.check_complete()
     except BaseException:
         for writer in writers.values():
             writer.abort()

@@ -36,6 +36,9 @@ def run(smk, job: Callable) -> None:
     except EmoprobeError as exc:
         log.error("%s", exc)
         sys.exit(1)
+    except Exception:
+        log.exception("unexpected failure")
+        raise
     log.info("done in %.1f s", time.perf_counter() - started)
 
 
@@ -43,7 +46,7 @@ def prepare_dataset(smk) -> None:
     from .data.prepare import prepare
 
     p = smk.params
-    table = prepare(p.dataset, p.template, p.seed, p.data_dir, p.download_dir)
+    table = prepare(p.dataset, p.template, p.seed, smk.config["data_dir"], smk.config["download_dir"])
     log.info("prepared %d rows, labels: %s", table.height,
              dict(table["label"].value_counts().sort("label").iter_rows()))
     table.write_parquet(smk.output.table)
@@ -61,7 +64,8 @@ def extract_activations(smk) -> None:
     table = pl.read_parquet(smk.input.table)
     device = models.pick_device(p.device)
     tokenizer, model, resolved = models.load(p.model, device)
-    batch_size = p.batch_size if p.batch_size != "auto" else (64 if device.type == "cuda" else 16)
+    batch_size = smk.config["extraction"]["batch_size"]  # not a param: it never changes results
+    batch_size = batch_size if batch_size != "auto" else (64 if device.type == "cuda" else 16)
     log.info("model %s on %s, %d texts, layers %s, positions %s, batch %d", resolved.model_id,
              device, table.height, p.layers, p.positions, batch_size)
     out_dir = Path(smk.output.shards)
@@ -101,9 +105,10 @@ def fit_probe(smk) -> None:
         folds = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter)
     folds = folds.select(
         pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
-        pl.lit(int(smk.wildcards.layer)).alias("layer"), pl.lit(position).alias("position"),
-        pl.all(), pl.lit(int(metadata["n_layers"])).alias("n_layers"),
-        pl.lit(table["label_id"].n_unique()).alias("n_classes"),
+        pl.lit(int(smk.wildcards.layer), dtype=pl.Int64).alias("layer"),
+        pl.lit(position, dtype=pl.Int64).alias("position"), pl.all(),
+        pl.lit(int(metadata["n_layers"]), dtype=pl.Int64).alias("n_layers"),
+        pl.lit(table["label_id"].n_unique(), dtype=pl.Int64).alias("n_classes"),
     )
     accuracy = folds.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"]
     log.info("layer %s position %d: accuracy %.3f +- %.3f", smk.wildcards.layer, position,

@@ -73,7 +73,8 @@ def _package_dir(package: str) -> str:
 
 
 def _load_kwargs(model: ResolvedModel) -> dict:
-    kwargs = {"revision": model.revision if model.source == "hub" else None,
+    from_hub = model.source == "hub" or (model.source == "gguf" and not Path(model.directory).is_dir())
+    kwargs = {"revision": model.revision if from_hub else None,
               "trust_remote_code": model.trust_remote_code}
     if model.gguf_file:
         kwargs["gguf_file"] = model.gguf_file
@@ -84,13 +85,14 @@ def count_layers(spec: dict) -> int:
     """Number of transformer blocks, read cheaply from the config (no weights loaded)."""
     from transformers import AutoConfig
 
+    from .extract import text_config
+
     resolved = resolve(spec)
     try:
         config = AutoConfig.from_pretrained(resolved.directory, **_load_kwargs(resolved))
     except Exception as exc:  # noqa: BLE001 (transformers raises many types here)
         raise ModelLoadError(f"cannot read the config of model '{resolved.model_id}': {exc}") from exc
-    config = getattr(config, "text_config", None) or config
-    return int(config.num_hidden_layers)
+    return int(text_config(config).num_hidden_layers)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -143,7 +145,8 @@ class LayerCountCache:
     def _key(spec: dict) -> str:
         stamp = None
         if spec.get("path") and Path(spec["path"]).exists():
-            info = Path(spec["path"]).stat()
+            path = Path(spec["path"])
+            info = (path / "config.json" if path.is_dir() else path).stat()
             stamp = [info.st_size, info.st_mtime_ns]
         if spec.get("package"):
             try:

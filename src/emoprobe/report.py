@@ -8,39 +8,36 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from .aggregate import summarise
+from .aggregate import majority_rate, select, summarise
 
 alt.data_transformers.disable_max_rows()
 
 
 def _accuracy(metrics: pl.DataFrame, probe: str = "logreg") -> pl.DataFrame:
-    return (metrics.filter((pl.col("probe") == probe) & (pl.col("metric") == "accuracy"))
-            .with_columns(low=pl.col("mean") - pl.col("std").fill_null(0),
-                          high=pl.col("mean") + pl.col("std").fill_null(0),
-                          position=pl.col("position").cast(pl.String)))
+    return select(metrics, probe).with_columns(low=pl.col("mean") - pl.col("std").fill_null(0),
+                                               high=pl.col("mean") + pl.col("std").fill_null(0))
 
 
 def _baselines(metrics: pl.DataFrame) -> pl.DataFrame:
     """Chance (1 / n_classes) and majority-class accuracy per (model, dataset)."""
-    majority = (metrics.filter((pl.col("probe") == "majority") & (pl.col("metric") == "accuracy"))
-                .group_by("model", "dataset").agg(pl.col("mean").max().alias("value"))
-                .with_columns(baseline=pl.lit("majority class")))
+    majority = majority_rate(metrics).rename({"majority": "value"}).with_columns(baseline=pl.lit("majority class"))
     chance = (metrics.group_by("model", "dataset").agg((1.0 / pl.col("n_classes").first()).alias("value"))
               .with_columns(baseline=pl.lit("chance")))
     return pl.concat([majority.select(chance.columns), chance])
 
 
 def _baseline_rules(baselines: pl.DataFrame) -> alt.Chart:
-    return alt.Chart(baselines.to_pandas()).mark_rule(strokeDash=[4, 4], color="gray").encode(
+    return alt.Chart(baselines).mark_rule(strokeDash=[4, 4], color="gray").encode(
         y="value:Q", tooltip=["baseline", alt.Tooltip("value:Q", format=".3f")])
 
 
 def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
     """Held-out accuracy by layer, one line per position, band = +-1 std over folds."""
     keep = (pl.col("model") == model) & (pl.col("dataset") == dataset)
-    data = _accuracy(metrics.filter(keep)).to_pandas()
+    data = _accuracy(metrics.filter(keep))
+    positions = sorted(data["position"].unique().to_list(), reverse=True)
     base = alt.Chart(data).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-                                  color=alt.Color("position:N", title="position"))
+                                  color=alt.Color("position:N", title="position", sort=positions))
     band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
     line = base.mark_line(point=True).encode(
         y=alt.Y("mean:Q", title="probe accuracy (CV mean)", scale=alt.Scale(domain=[0, 1])),
@@ -52,7 +49,7 @@ def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str
 
 def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.Chart:
     keep = (pl.col("model") == model) & (pl.col("dataset") == dataset)
-    data = _accuracy(metrics.filter(keep)).to_pandas()
+    data = _accuracy(metrics.filter(keep))
     return alt.Chart(data).mark_rect().encode(
         x=alt.X("layer:O"), y=alt.Y("position:O", sort="descending"),
         color=alt.Color("mean:Q", title="accuracy", scale=alt.Scale(scheme="viridis")),
@@ -63,8 +60,8 @@ def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note
 
 def relative_depth(metrics: pl.DataFrame, position: int) -> alt.Chart:
     """All models on one chart: accuracy at `position` against layer / n_layers, per dataset."""
-    data = (_accuracy(metrics).filter(pl.col("position") == str(position))
-            .with_columns(relative_depth=pl.col("layer") / pl.col("n_layers")).to_pandas())
+    data = (_accuracy(metrics).filter(pl.col("position") == position)
+            .with_columns(relative_depth=pl.col("layer") / pl.col("n_layers")))
     return alt.Chart(data).mark_line(point=True).encode(
         x=alt.X("relative_depth:Q", title="relative depth (layer / n_layers)", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("mean:Q", title="probe accuracy (CV mean)", scale=alt.Scale(domain=[0, 1])),

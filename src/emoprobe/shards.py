@@ -55,12 +55,14 @@ class ShardWriter:
             os.pwrite(self._fd, value.tobytes(), self.data_start + row * self.row_bytes)
         self._written[rows] = True
 
-    def commit(self) -> None:
-        """Check every row was written, flush to disk and move into place atomically."""
+    def check_complete(self) -> None:
         if not self._written.all():
             missing = np.flatnonzero(~self._written)
-            self.abort()
             raise ShardError(f"{self.path}: rows {missing[:10].tolist()} were never written.")
+
+    def commit(self) -> None:
+        """Check every row was written, flush to disk and move into place atomically."""
+        self.check_complete()
         os.fsync(self._fd)
         os.close(self._fd)
         os.replace(self.partial, self.path)

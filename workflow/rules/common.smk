@@ -57,9 +57,10 @@ def probe_scores():
     ]
 
 
-def report_figures():
+def report_figures(suffix):
+    """Per model x dataset figures of the report, as .png or .html."""
     return [
-        f"results/report/{model}/{dataset}/{figure}.png"
+        f"results/report/{model}/{dataset}/{figure}.{suffix}"
         for model in MODELS
         for dataset in DATASETS
         for figure in ("accuracy_by_layer", "layer_position_heatmap")

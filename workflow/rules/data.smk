@@ -4,9 +4,8 @@ rule prepare_dataset:
     params:
         dataset=lambda wc: config["datasets"][wc.dataset],
         template=lambda wc: TEMPLATE,  # a function: the template's {text} is no wildcard
-        seed=config["seed"],
-        data_dir=config["data_dir"],
-        download_dir=config["download_dir"],
+        # The seed only matters for a subsample; where raw files live never changes the table.
+        seed=lambda wc: config["seed"] if config["datasets"][wc.dataset]["max_per_class"] else None,
     log:
         "results/logs/prepare_dataset/{dataset}.log",
     resources:

@@ -9,7 +9,6 @@ rule extract_activations:
         layers=lambda wc: LAYERS[wc.model],
         positions=POSITIONS,
         template=lambda wc: TEMPLATE,  # a function: the template's {text} is no wildcard
-        batch_size=config["extraction"]["batch_size"],
         device=config["extraction"]["device"],
     log:
         "results/logs/extract_activations/{model}/{dataset}.log",

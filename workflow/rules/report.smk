@@ -9,10 +9,11 @@ rule build_report:
             category="All models",
         ),
         figures=report(
-            report_figures(),
+            report_figures("png"),
             caption="../report/per_model.rst",
             category="Per model and dataset",
         ),
+        interactive=report_figures("html") + ["results/report/relative_depth.html"],
         summary="results/report/summary.csv",
     params:
         quantisation={model: config["models"][model]["quantisation"] for model in MODELS},

@@ -50,5 +50,5 @@ def load(path) -> pl.DataFrame:
     )
     unknown = set(frame["label"].unique()) - set(LABELS)
     if unknown:
-        raise DataError(f"{path}: unknown emotion labels {sorted(unknown)}; expected {LABELS}.")
+        raise DataError(f"{path}: unknown emotion labels {sorted(map(str, unknown))}; expected {LABELS}.")
     return frame

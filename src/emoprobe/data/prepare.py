@@ -20,10 +20,10 @@ def subsample_per_class(frame: pl.DataFrame, max_per_class: int, seed: int) -> p
     """Keep at most `max_per_class` rows of each label, chosen with `seed`; keep file order."""
     return (
         frame.with_row_index("_row")
-        .with_columns(pl.int_range(pl.len()).shuffle(seed=seed).over("label").alias("_rank"))
-        .filter(pl.col("_rank") < max_per_class)
+        .sample(fraction=1.0, shuffle=True, seed=seed)
+        .filter(pl.int_range(pl.len()).over("label") < max_per_class)
         .sort("_row")
-        .drop("_row", "_rank")
+        .drop("_row")
     )
 
 
@@ -32,9 +32,12 @@ def build_prepared_table(frame: pl.DataFrame, labels: tuple[str, ...], template:
     if frame["id"].is_duplicated().any():
         dupes = frame.filter(pl.col("id").is_duplicated())["id"].unique().to_list()[:5]
         raise DataError(f"duplicate text ids, e.g. {dupes}; ids must be unique.")
-    empty = frame.filter(pl.col("text").str.strip_chars().str.len_chars() == 0)["id"].to_list()
-    if empty:
-        raise DataError(f"{len(empty)} empty texts, e.g. ids {empty[:5]}.")
+    empty = frame.filter(pl.col("text").is_null() | (pl.col("text").str.strip_chars().str.len_chars() == 0))
+    if empty.height:
+        raise DataError(f"{empty.height} empty or missing texts, e.g. ids {empty['id'].to_list()[:5]}.")
+    unlabelled = frame.filter(pl.col("label").is_null())
+    if unlabelled.height:
+        raise DataError(f"{unlabelled.height} texts have no label, e.g. ids {unlabelled['id'].to_list()[:5]}.")
     label_ids = {label: i for i, label in enumerate(labels)}
     return frame.select(
         pl.col("id").cast(pl.String),

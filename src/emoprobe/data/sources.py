@@ -34,25 +34,27 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _check(path: Path, raw: RawFile) -> Path:
+def _check(path: Path, raw: RawFile, shown_as: str | None = None) -> Path:
     actual = sha256_of(path)
     if actual != raw.sha256:
         raise DataError(
-            f"sha256 mismatch for {path}: expected {raw.sha256}, got {actual}. The file is "
+            f"sha256 mismatch for {shown_as or path}: expected {raw.sha256}, got {actual}. The file is "
             f"corrupt or a different version; replace it with the file from {raw.urls[0]} "
             "(or delete it to download it again)."
         )
     return path
 
 
-def _download(url: str, destination: Path, timeout: float) -> None:
+def _download(url: str, raw: RawFile, destination: Path, timeout: float) -> None:
+    """Download to a temporary file; move it into place only once its sha256 is right."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https only)
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
         fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=destination.name, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out:
                 while block := response.read(1 << 20):
                     out.write(block)
+            _check(Path(tmp), raw, shown_as=url)
             os.replace(tmp, destination)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -72,8 +74,8 @@ def fetch(raw: RawFile, data_dir: str | None, download_dir: str, timeout: float 
     for url in raw.urls:
         try:
             log.info("downloading %s", url)
-            _download(url, cached, timeout)
-            return _check(cached, raw)
+            _download(url, raw, cached, timeout)
+            return cached
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             failures.append(f"{url}: {exc}")
     where = f"{Path(data_dir) / raw.dataset / raw.name} or " if data_dir else ""
