@@ -61,3 +61,29 @@ def test_non_finite_activations_are_refused():
     X[3, 2] = np.nan
     with pytest.raises(DataError, match="NaN or inf"):
         cross_validate_probe(X, y)
+
+
+def test_torch_backend_matches_sklearn():
+    X, y = _synthetic(separation=0.25, n_per_class=80, dim=40, seed=2)
+    sk = cross_validate_probe(X, y, cv_folds=4, seed=1, backend="sklearn")
+    tt = cross_validate_probe(X, y, cv_folds=4, seed=1, backend="torch")
+    acc_sk, acc_tt = _mean(sk, "logreg", "accuracy"), _mean(tt, "logreg", "accuracy")
+    assert 0.4 < acc_sk < 0.95  # neither trivial nor hopeless, so agreement means something
+    assert abs(acc_sk - acc_tt) <= 0.01
+    assert sk.filter(pl.col("probe") == "majority").equals(tt.filter(pl.col("probe") == "majority"))
+
+
+def test_torch_optimum_equals_sklearn_predictions():
+    from emoprobe.probes import fit_predict_sklearn, fit_predict_torch, stratified_folds
+
+    X, y = _synthetic(separation=0.8, n_per_class=50, dim=10, seed=4)
+    folds = stratified_folds(y, 3, 0)
+    agreement = (fit_predict_sklearn(X, y, folds) == fit_predict_torch(X, y, folds)[0]).mean()
+    assert agreement > 0.98
+
+
+def test_official_split_folds_are_used():
+    X, y = _synthetic(separation=5.0)
+    test = np.arange(len(y)) % 4 == 0
+    scores = cross_validate_probe(X, y, folds=[(np.flatnonzero(~test), np.flatnonzero(test))])
+    assert scores["fold"].unique().to_list() == [0] and _mean(scores, "logreg", "accuracy") > 0.95

@@ -102,7 +102,7 @@ def fit_probe(smk) -> None:
     X = read_position(shard, positions.index(position))
     y = table["label_id"].to_numpy()
     with threadpool_limits(max(1, smk.threads)):
-        folds = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter)
+        folds = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter, p.backend)
     folds = folds.select(
         pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
         pl.lit(int(smk.wildcards.layer), dtype=pl.Int64).alias("layer"),

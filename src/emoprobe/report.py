@@ -26,9 +26,12 @@ def _baselines(metrics: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([majority.select(chance.columns), chance])
 
 
-def _baseline_rules(baselines: pl.DataFrame) -> alt.Chart:
-    return alt.Chart(baselines).mark_rule(strokeDash=[4, 4], color="gray").encode(
-        y="value:Q", tooltip=["baseline", alt.Tooltip("value:Q", format=".3f")])
+def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
+    """Dashed, labelled horizontal lines for chance and the majority-class rate."""
+    base = alt.Chart(baselines).encode(y="value:Q", tooltip=["baseline", alt.Tooltip("value:Q", format=".3f")])
+    labels = base.mark_text(align="right", dx=-4, dy=alt.ExprRef("datum.baseline == 'chance' ? 8 : -6"),
+                            color="gray", fontSize=10).encode(x=alt.value(515), text="baseline:N")
+    return base.mark_rule(strokeDash=[4, 4], color="gray") + labels
 
 
 def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:

@@ -12,6 +12,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PY
 from emoprobe.config import resolve_layers, resolve_template, validate_config
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import LayerCountCache
+from emoprobe.provenance import code_fingerprint
 
 try:
     config.update(validate_config(config))

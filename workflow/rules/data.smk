@@ -3,7 +3,8 @@ rule prepare_dataset:
         table="results/data/{dataset}.parquet",
     params:
         dataset=lambda wc: config["datasets"][wc.dataset],
-        template=lambda wc: TEMPLATE,  # a function: the template's {text} is no wildcard
+        template=lambda wc: TEMPLATE,
+        code=code_fingerprint("prepare"),  # a function: the template's {text} is no wildcard
         # The seed only matters for a subsample; where raw files live never changes the table.
         seed=lambda wc: config["seed"] if config["datasets"][wc.dataset]["max_per_class"] else None,
     log:

@@ -8,7 +8,8 @@ rule extract_activations:
         n_layers=lambda wc: N_LAYERS[wc.model],
         layers=lambda wc: LAYERS[wc.model],
         positions=POSITIONS,
-        template=lambda wc: TEMPLATE,  # a function: the template's {text} is no wildcard
+        template=lambda wc: TEMPLATE,
+        code=code_fingerprint("extract"),  # a function: the template's {text} is no wildcard
         device=config["extraction"]["device"],
     log:
         "results/logs/extract_activations/{model}/{dataset}.log",

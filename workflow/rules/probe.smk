@@ -7,8 +7,10 @@ rule fit_probe:
     params:
         cv_folds=config["probe"]["cv_folds"],
         C=config["probe"]["C"],
+        backend=config["probe"]["backend"],
         max_iter=config["probe"]["max_iter"],
         seed=config["seed"],
+        code=code_fingerprint("probe"),
     log:
         "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/pos_{position}.log",
     threads: 1
@@ -27,6 +29,8 @@ rule aggregate_metrics:
     output:
         parquet="results/metrics/probe_metrics.parquet",
         csv="results/metrics/probe_metrics.csv",
+    params:
+        code=code_fingerprint("aggregate"),
     log:
         "results/logs/aggregate_metrics.log",
     resources:

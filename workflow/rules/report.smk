@@ -18,6 +18,7 @@ rule build_report:
     params:
         quantisation={model: config["models"][model]["quantisation"] for model in MODELS},
         tolerance=config["report"]["plateau_tolerance"],
+        code=code_fingerprint("report"),
     log:
         "results/logs/build_report.log",
     resources:

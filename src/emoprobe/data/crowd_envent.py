@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from ..errors import DataError
-from .sources import RawFile
+from .custom import parse_targets
+from .sources import RawFile, fetch
 
 GENERATION_FILE = RawFile(
     dataset="crowd_envent",
@@ -31,8 +32,33 @@ APPRAISALS = (
 )
 
 
-def load(path) -> pl.DataFrame:
-    """Read the generation file (cp1252) -> id, text, label (masked `hidden_emo_text`)."""
+# `targets`: appraisal names to add as regression targets, or "all" for the 21.
+OPTIONS = {"targets": []}
+
+
+def _targets(spec: dict) -> tuple[str, ...]:
+    targets = spec.get("targets", [])
+    if targets == "all":
+        return APPRAISALS
+    if not isinstance(targets, list) or set(targets) - set(APPRAISALS) or len(set(targets)) < len(targets):
+        raise DataError(f"crowd_envent `targets: {targets!r}` must be \"all\" or a list of distinct appraisals "
+                        f"from {list(APPRAISALS)}.")
+    return tuple(targets)
+
+
+def plan(spec: dict) -> tuple[bool, tuple[str, ...]]:
+    """(has class labels, regression target names)."""
+    return True, _targets(spec)
+
+
+def load_dataset(spec: dict, data_dir: str | None, download_dir: str) -> pl.DataFrame:
+    """`load` on the fetched file, labels as an Enum in Tak et al.'s order, plus appraisal targets."""
+    frame = load(fetch(GENERATION_FILE, data_dir, download_dir), _targets(spec))
+    return frame.with_columns(pl.col("label").cast(pl.Enum(LABELS)))
+
+
+def load(path, targets: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Read the generation file (cp1252) -> id, text, label (masked `hidden_emo_text`), [appraisals]."""
     with open(path, "rb") as handle:
         raw = handle.read()
     try:
@@ -40,14 +66,15 @@ def load(path) -> pl.DataFrame:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a cp1252 crowd-enVENT file ({exc}).") from exc
     frame = pl.read_csv(decoded.encode("utf-8"), infer_schema_length=0)
-    missing = {"text_id", "hidden_emo_text", "emotion"} - set(frame.columns)
+    missing = {"text_id", "hidden_emo_text", "emotion", *targets} - set(frame.columns)
     if missing:
         raise DataError(f"{path}: columns {sorted(missing)} are missing; is this enVent_gen_Data.csv?")
+    appraisals = parse_targets(frame, {name: name for name in targets}, str(path))
     frame = frame.select(
         pl.col("text_id").alias("id"),
         pl.col("hidden_emo_text").alias("text"),
         pl.col("emotion").replace("no-emotion", "neutral").alias("label"),
-    )
+    ).hstack(appraisals)
     unknown = set(frame["label"].unique()) - set(LABELS)
     if unknown:
         raise DataError(f"{path}: unknown emotion labels {sorted(map(str, unknown))}; expected {LABELS}.")

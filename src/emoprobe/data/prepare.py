@@ -1,19 +1,141 @@
-"""Prepared tables: results/data/{dataset}.parquet with id, text, prompt, label, label_id."""
+"""Prepared tables: results/data/{dataset}.parquet with id, text, prompt, label, label_id,
+then `split` where the source has one, then one Float64 column per regression target.
+
+Datasets without classes (EmoBank, GoEmotions `raw`) have null label and label_id.
+"""
 
 from __future__ import annotations
+
+import copy
+import logging
 
 import polars as pl
 
 from ..errors import DataError
-from . import crowd_envent
-from .sources import fetch
+from . import crowd_envent, custom, emobank, empathetic_dialogues, goemotions, isear
 
-# type -> (raw file, loader, label order)
+log = logging.getLogger(__name__)
+
+# type -> loader module, each with OPTIONS (its own keys -> defaults), plan(spec) -> (has
+# labels, target names), and load_dataset(spec, data_dir, download_dir) -> a frame of id,
+# text, label (an Enum in label-id order, or null), [split], targets (Float64).
 LOADERS = {
-    "crowd_envent": (crowd_envent.GENERATION_FILE, crowd_envent.load, crowd_envent.LABELS),
+    "crowd_envent": crowd_envent,
+    "goemotions": goemotions,
+    "isear": isear,
+    "empathetic_dialogues": empathetic_dialogues,
+    "emobank": emobank,
+    "custom": custom,
 }
 
+# Options of every dataset type, with defaults.
+COMMON_OPTIONS = {"max_per_class": None, "official_split": False, "bad_rows": "error", "duplicate_texts": "keep"}
+CHOICES = {"bad_rows": ("error", "drop"), "duplicate_texts": ("keep", "drop"), "official_split": (False, True)}
+
 PREPARED_COLUMNS = ("id", "text", "prompt", "label", "label_id")
+
+
+def resolve_spec(spec: dict) -> dict:
+    """The dataset spec with every option of its type filled in; unknown keys or values are refused."""
+    kind = spec.get("type")
+    if kind not in LOADERS:
+        raise DataError(f"dataset type {kind!r} is unknown; use one of {sorted(LOADERS)}.")
+    defaults = {"type": kind, **COMMON_OPTIONS, **LOADERS[kind].OPTIONS}
+    unknown = sorted(set(spec) - set(defaults))
+    if unknown:
+        raise DataError(f"dataset options {unknown} do not apply to type {kind!r}; its options are "
+                        f"{sorted(defaults)}.")
+    resolved = copy.deepcopy(defaults) | dict(spec)
+    for key, allowed in CHOICES.items():
+        if resolved[key] not in allowed:
+            raise DataError(f"dataset option `{key}: {resolved[key]!r}` must be one of {list(allowed)}.")
+    return resolved
+
+
+def probe_plan(spec: dict) -> dict:
+    """What a dataset can be probed for, from its config alone: classes, and target names."""
+    spec = resolve_spec(spec)
+    has_labels, targets = LOADERS[spec["type"]].plan(spec)
+    return {"classification": has_labels, "targets": list(targets)}
+
+
+def target_columns(table: pl.DataFrame) -> list[str]:
+    """The regression targets of a prepared table: the columns after the contract and `split`."""
+    return [column for column in table.columns if column not in (*PREPARED_COLUMNS, "split")]
+
+
+def row_checks(has_labels: bool, targets: tuple[str, ...] = ()) -> list[tuple[str, pl.Expr, str]]:
+    """(what is wrong, mask of the offending rows, how to fix it) for each kind of unusable row."""
+    checks = [
+        ("texts are empty or whitespace-only",
+         pl.col("text").is_null() | (pl.col("text").str.strip_chars() == ""), "fill them in the source file"),
+        ("rows have no id", pl.col("id").is_null() | (pl.col("id").cast(pl.String).str.strip_chars() == ""),
+         "fill in the id column"),
+        ("rows repeat the id of an earlier row", ~pl.col("id").is_first_distinct(),
+         "make the ids unique in the source file"),
+    ]
+    if has_labels:
+        checks.append(("texts have no label", pl.col("label").is_null(), "label them in the source file"))
+    checks += [(f"rows have no value (null, NaN or inf) for target {target!r}",
+                pl.col(target).is_null() | ~pl.col(target).is_finite(), "fill them in the source file")
+               for target in targets]
+    return checks
+
+
+def class_size_checks(frame: pl.DataFrame, cv_folds: int | None, official_split: bool) -> list:
+    """Row checks for classes a probe cannot learn and test: too small for the CV, or unseen in training."""
+    if official_split:
+        seen = set(frame.filter(pl.col("split") == "train")["label"].drop_nulls().cast(pl.String).to_list())
+        unseen = sorted(set(frame["label"].drop_nulls().cast(pl.String).to_list()) - seen)
+        return [(f"texts carry labels absent from the official training split ({unseen})",
+                 pl.col("label").cast(pl.String).is_in(unseen), "probe with cross-validation (official_split: false)")]
+    if cv_folds is None:
+        return []
+    counts = {str(label): n for label, n in frame["label"].value_counts().iter_rows() if label is not None}
+    rare = {label: n for label, n in counts.items() if n < cv_folds}
+    return [(f"texts belong to classes with fewer texts than probe.cv_folds={cv_folds} ({rare})",
+             pl.col("label").cast(pl.String).is_in(list(rare)), "lower probe.cv_folds or raise max_per_class")]
+
+
+def apply_row_checks(frame: pl.DataFrame, checks: list, bad_rows: str = "error") -> pl.DataFrame:
+    """Refuse (bad_rows: error) or drop with a logged count (bad_rows: drop) each kind of bad row."""
+    for what, mask, fix in checks:
+        bad = frame.filter(mask)
+        if not bad.height:
+            continue
+        examples = bad["id"].head(5).to_list()
+        if bad_rows == "error":
+            raise DataError(f"{bad.height} {what}, e.g. ids {examples}; {fix}, or set the dataset's "
+                            "`bad_rows: drop` to drop them.")
+        log.warning("dropped %d of %d rows: %s, e.g. ids %s", bad.height, frame.height, what, examples)
+        frame = frame.filter(~mask)
+    return frame
+
+
+def drop_duplicate_texts(frame: pl.DataFrame, targets: tuple[str, ...] = ()) -> pl.DataFrame:
+    """One copy of each repeated text whose copies agree on label and targets; none where they disagree."""
+    conflicting = pl.struct("label", *targets).n_unique().over("text") > 1
+    repeated = pl.col("text").is_duplicated()
+    counts = frame.select(repeated.sum().alias("rows"), (repeated & conflicting).sum().alias("conflicting"))
+    kept = frame.filter(pl.col("text").is_first_distinct() & ~conflicting)
+    if counts["rows"][0]:
+        log.warning("duplicate_texts: drop: %d rows share their text with another row; dropped %d of them: all "
+                    "%d copies of texts whose copies disagree on label or targets, and the extra copies of the rest",
+                    counts["rows"][0], frame.height - kept.height, counts["conflicting"][0])
+    return kept
+
+
+def check_official_split(frame: pl.DataFrame, kind: str, bad_rows: str) -> pl.DataFrame:
+    """The frame must carry train and test rows in `split`; rows without a split are bad rows."""
+    if "split" not in frame.columns:
+        fix = "set `split_column`" if kind == "custom" else "set `official_split: false`"
+        raise DataError(f"dataset type {kind!r} has no official train/test split here; {fix}.")
+    frame = apply_row_checks(frame, [("rows have no split", pl.col("split").is_null(),
+                                      "fill in the split column")], bad_rows)
+    missing = {"train", "test"} - set(frame["split"].to_list())
+    if missing:
+        raise DataError(f"official_split needs train and test rows; there are no {sorted(missing)} rows.")
+    return frame
 
 
 def subsample_per_class(frame: pl.DataFrame, max_per_class: int, seed: int) -> pl.DataFrame:
@@ -27,32 +149,50 @@ def subsample_per_class(frame: pl.DataFrame, max_per_class: int, seed: int) -> p
     )
 
 
-def build_prepared_table(frame: pl.DataFrame, labels: tuple[str, ...], template: str) -> pl.DataFrame:
-    """Add prompt and label_id columns and check the table is fit to probe."""
-    if frame["id"].is_duplicated().any():
-        dupes = frame.filter(pl.col("id").is_duplicated())["id"].unique().to_list()[:5]
-        raise DataError(f"duplicate text ids, e.g. {dupes}; ids must be unique.")
-    empty = frame.filter(pl.col("text").is_null() | (pl.col("text").str.strip_chars().str.len_chars() == 0))
-    if empty.height:
-        raise DataError(f"{empty.height} empty or missing texts, e.g. ids {empty['id'].to_list()[:5]}.")
-    unlabelled = frame.filter(pl.col("label").is_null())
-    if unlabelled.height:
-        raise DataError(f"{unlabelled.height} texts have no label, e.g. ids {unlabelled['id'].to_list()[:5]}.")
-    label_ids = {label: i for i, label in enumerate(labels)}
+def build_prepared_table(frame: pl.DataFrame, labels: tuple[str, ...], template: str,
+                         targets: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Add prompt and label_id columns and check the table is fit to probe (labels=() for no classes)."""
+    frame = apply_row_checks(frame, row_checks(bool(labels), targets), "error")
+    label = pl.col("label").cast(pl.String)
+    if labels:
+        unknown = sorted(set(frame.select(label)["label"].to_list()) - set(labels))
+        if unknown:
+            raise DataError(f"labels {unknown[:5]} are not in the label order {list(labels)}.")
+    label_id = (label.replace_strict({name: i for i, name in enumerate(labels)}, return_dtype=pl.Int64)
+                if labels else pl.lit(None, dtype=pl.Int64))
     return frame.select(
         pl.col("id").cast(pl.String),
         "text",
         pl.col("text").map_elements(lambda t: template.format(text=t), return_dtype=pl.String).alias("prompt"),
-        "label",
-        pl.col("label").replace_strict(label_ids, return_dtype=pl.Int64).alias("label_id"),
+        label.alias("label") if labels else pl.lit(None, dtype=pl.String).alias("label"),
+        label_id.alias("label_id"),
+        *(["split"] if "split" in frame.columns else []),
+        *(pl.col(target).cast(pl.Float64) for target in targets),
     )
 
 
 def prepare(dataset_spec: dict, template: str, seed: int, data_dir: str | None,
-            download_dir: str) -> pl.DataFrame:
-    """Fetch, verify, parse and (optionally) subsample one dataset into a prepared table."""
-    raw_file, loader, labels = LOADERS[dataset_spec["type"]]
-    frame = loader(fetch(raw_file, data_dir, download_dir))
-    if dataset_spec.get("max_per_class"):
-        frame = subsample_per_class(frame, dataset_spec["max_per_class"], seed)
-    return build_prepared_table(frame, labels, template)
+            download_dir: str, cv_folds: int | None = None) -> pl.DataFrame:
+    """Fetch, verify, parse, clean and (optionally) subsample one dataset into a prepared table.
+
+    Bad rows are refused or dropped as the spec's `bad_rows` says; `cv_folds` (probe.cv_folds)
+    adds the check for classes with fewer texts than folds (None skips it).
+    """
+    spec = resolve_spec(dataset_spec)
+    loader = LOADERS[spec["type"]]
+    has_labels, targets = loader.plan(spec)
+    frame = loader.load_dataset(spec, data_dir, download_dir)
+    labels = tuple(frame["label"].dtype.categories) if has_labels else ()
+    frame = apply_row_checks(frame, row_checks(has_labels, targets), spec["bad_rows"])
+    if spec["duplicate_texts"] == "drop":
+        frame = drop_duplicate_texts(frame, targets)
+    if spec["official_split"]:
+        frame = check_official_split(frame, spec["type"], spec["bad_rows"])
+    if spec["max_per_class"]:
+        if not has_labels:
+            raise DataError(f"max_per_class needs class labels, and this {spec['type']} dataset has none; "
+                            "remove max_per_class.")
+        frame = subsample_per_class(frame, spec["max_per_class"], seed)
+    if has_labels:
+        frame = apply_row_checks(frame, class_size_checks(frame, cv_folds, spec["official_split"]), spec["bad_rows"])
+    return build_prepared_table(frame, labels, template, targets)

@@ -1,0 +1,71 @@
+"""Probe sweep: batched torch L-BFGS against sklearn fitted per (position, fold), same shards.
+
+For each layer shard: fits every (position, fold) problem with the sklearn Pipeline in a
+loop (the baseline) and all of them at once with the torch backend, on the same folds, and
+prints wall times, their ratio and the held-out accuracy of both.
+
+    python benchmarks/bench_probes.py results/activations/smollm2-135m-instruct/crowd_envent \
+        results/data/crowd_envent.parquet --layers 0 6 12 18 24 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
+
+from emoprobe.probes import fit_predict_torch, make_logistic_probe
+from emoprobe.shards import read_metadata, read_position
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shard_dir", type=Path)
+    parser.add_argument("table", type=Path)
+    parser.add_argument("--layers", type=int, nargs="+")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--skip-sklearn", action="store_true", help="time only the torch backend")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    y = pl.read_parquet(args.table)["label_id"].to_numpy()
+    folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(np.zeros(len(y)), y))
+    layers = args.layers or sorted(int(p.stem.split("_")[1]) for p in args.shard_dir.glob("layer_*.safetensors"))
+    print(f"threads={args.threads} folds={args.folds} rows={len(y)}")
+    print(f"{'layer':>5} {'sklearn_s':>9} {'torch_s':>8} {'speedup':>7} {'acc_sklearn':>11} {'acc_torch':>9} {'max_diff':>8}")
+    totals = [0.0, 0.0]
+    for layer in layers:
+        shard = args.shard_dir / f"layer_{layer}.safetensors"
+        positions = json.loads(read_metadata(shard)["positions"])
+        X = np.stack([read_position(shard, i) for i in range(len(positions))])
+        start = time.perf_counter()
+        predicted = fit_predict_torch(X, y, folds)
+        torch_s = time.perf_counter() - start
+        acc_torch = (predicted == y[None]).mean(1)
+        sk_s, acc_sk = float("nan"), np.full(len(positions), np.nan)
+        if not args.skip_sklearn:
+            start = time.perf_counter()
+            with threadpool_limits(args.threads):
+                for p in range(len(positions)):
+                    hits = 0
+                    for train, test in folds:
+                        probe = make_logistic_probe().fit(X[p][train], y[train])
+                        hits += (probe.predict(X[p][test]) == y[test]).sum()
+                    acc_sk[p] = hits / len(y)
+            sk_s = time.perf_counter() - start
+        totals[0] += sk_s
+        totals[1] += torch_s
+        print(f"{layer:>5} {sk_s:>9.1f} {torch_s:>8.1f} {sk_s / torch_s:>7.1f} {acc_sk.mean():>11.3f} "
+              f"{acc_torch.mean():>9.3f} {np.abs(acc_sk - acc_torch).max():>8.3f}", flush=True)
+    print(f"total sklearn {totals[0]:.1f} s, torch {totals[1]:.1f} s, speedup {totals[0] / totals[1]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

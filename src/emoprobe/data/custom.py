@@ -1,0 +1,270 @@
+"""Your own data (type: custom): a CSV, TSV or JSONL file with configurable columns.
+
+Also holds the file-reading helpers the other loaders share (decoding, delimited text,
+column lookup, numeric targets, split names), so every dataset fails the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from pathlib import Path
+
+import polars as pl
+
+from ..errors import DataError
+from .sources import sha256_of
+
+log = logging.getLogger(__name__)
+
+OPTIONS = {
+    "path": None,              # required: the file
+    "format": None,            # csv | tsv | jsonl; None = from the file extension
+    "text_column": "text",     # a column name, or a 0-based position
+    "label_column": None,      # class labels (classification probe); None = no classes
+    "target_columns": [],      # numeric columns (ridge probes)
+    "id_column": None,         # None = the row number (0-based, data rows only)
+    "split_column": None,      # train / dev / test per row (needed by official_split)
+    "separator": None,         # None = "," for csv, "\t" for tsv
+    "quote_char": '"',         # None = no quoting at all
+    "encoding": "utf-8",       # any Python codec name: cp1252, latin-1, utf-16, ...
+    "header": True,            # False: refer to columns by 0-based position
+    "missing_values": ["", "NA", "N/A", "NaN", "nan", "null", "None"],  # for labels, targets, split
+    "label_order": None,       # list fixing label ids; None = sorted labels (numerically if all integers)
+    "sha256": None,            # optional checksum of the file
+}
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev",
+               "test": "test"}
+RESERVED_COLUMNS = ("id", "text", "prompt", "label", "label_id", "split")
+
+
+def decode_file(path: str | Path, encoding: str = "utf-8") -> str:
+    """The file's text; a wrong encoding is named with the offending byte and the fix."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}.") from exc
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return raw.decode(codec)
+    except LookupError as exc:
+        raise DataError(f"{path}: unknown encoding {encoding!r}; use a Python codec name such as "
+                        "utf-8, cp1252 or latin-1.") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid {encoding}: byte {raw[exc.start:exc.start + 1]!r} at offset {exc.start} "
+            f"({exc.reason}). Set the dataset's `encoding` to the file's real encoding (e.g. cp1252 or latin-1)."
+        ) from exc
+
+
+def read_delimited(text: str, source: str, separator: str = ",", quote_char: str | None = '"',
+                   header: bool = True) -> pl.DataFrame:
+    """Parse delimited text into all-String columns (named by header, else 0..n-1); blank lines skipped."""
+    if len(separator) != 1:
+        raise DataError(f"{source}: separator {separator!r} must be one character (use \"\\t\" for tabs).")
+    quoting = csv.QUOTE_MINIMAL if quote_char else csv.QUOTE_NONE
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quotechar=quote_char or None,
+                        quoting=quoting, doublequote=True, strict=False)
+    rows, names = [], None
+    try:
+        for fields in reader:
+            if not fields or fields == [""]:
+                continue
+            if names is None:
+                names = fields if header else [str(i) for i in range(len(fields))]
+                if header:
+                    continue
+            if len(fields) != len(names):
+                raise DataError(
+                    f"{source}, line {reader.line_num}: {len(fields)} fields where the "
+                    f"{'header' if header else 'first row'} has {len(names)}. Check `separator` "
+                    f"(now {separator!r}) and `quote_char` (now {quote_char!r}), or quote texts that "
+                    "contain the separator."
+                )
+            rows.append(fields)
+    except csv.Error as exc:
+        raise DataError(f"{source}, line {reader.line_num}: {exc}; check `quote_char` and `separator`.") from exc
+    if names is None:
+        raise DataError(f"{source} is empty.")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise DataError(f"{source}: the header names columns {duplicated} more than once; rename them.")
+    return pl.DataFrame({name: [row[i] for row in rows] for i, name in enumerate(names)},
+                        schema={name: pl.String for name in names})
+
+
+def read_jsonl(text: str, source: str) -> pl.DataFrame:
+    """One JSON object per line -> all-String columns (JSON null stays null); blank lines skipped."""
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{source}, line {number}: not valid JSON ({exc.msg}); each line must be one "
+                            "JSON object.") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{source}, line {number}: a JSON {type(record).__name__}, not an object.")
+        nested = [key for key, value in record.items() if isinstance(value, (dict, list))]
+        if nested:
+            raise DataError(f"{source}, line {number}: fields {nested} hold nested JSON; use plain values.")
+        records.append({key: value if value is None or isinstance(value, str) else json.dumps(value)
+                        for key, value in record.items()})
+    if not records:
+        raise DataError(f"{source} holds no JSON records.")
+    names = list(dict.fromkeys(key for record in records for key in record))
+    return pl.DataFrame({name: [record.get(name) for record in records] for name in names},
+                        schema={name: pl.String for name in names})
+
+
+def pick_column(frame: pl.DataFrame, key: str | int, option: str, source: str, header: bool = True) -> str:
+    """The frame's column name for a config key that is a column name or a 0-based position."""
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise DataError(f"`{option}` must be a column name or a 0-based position, not {key!r}.")
+    if isinstance(key, int):
+        if not 0 <= key < frame.width:
+            raise DataError(f"`{option}: {key}` is out of range: {source} has {frame.width} columns "
+                            f"(positions 0..{frame.width - 1}).")
+        return frame.columns[key]
+    if not header:
+        raise DataError(f"`{option}: {key!r}` names a column, but `header: false` means {source} has no "
+                        "column names; give its 0-based position instead.")
+    if key not in frame.columns:
+        raise DataError(f"`{option}: {key!r}` is not a column of {source}; its columns are {frame.columns}.")
+    return key
+
+
+def as_missing(column: str, missing_values: list[str]) -> pl.Expr:
+    """A String column stripped, with missing-value markers (and whitespace-only) as null."""
+    stripped = pl.col(column).str.strip_chars()
+    return (pl.when(stripped.is_in(list(missing_values)) | (stripped == "")).then(None).otherwise(stripped)
+            .alias(column))
+
+
+def parse_targets(frame: pl.DataFrame, names: dict[str, str], source: str,
+                  missing_values: list[str] = ("",)) -> pl.DataFrame:
+    """Cast String target columns (source name -> target name) to Float64; name unparsable values."""
+    out = {}
+    for column, target in names.items():
+        values = frame.select(as_missing(column, list(missing_values)))[column]
+        parsed = values.cast(pl.Float64, strict=False)
+        bad = frame.filter(values.is_not_null() & parsed.is_null())
+        if bad.height:
+            examples = bad[column].head(3).to_list()
+            raise DataError(f"{source}: target column {column!r} has {bad.height} values that are not numbers, "
+                            f"e.g. {examples}; fix them, or list them in `missing_values`.")
+        out[target] = parsed
+    return pl.DataFrame(out)
+
+
+def normalise_split(split: pl.Series, source: str) -> pl.Series:
+    """Map split names to train / dev / test (valid, validation and val mean dev)."""
+    lowered = split.str.strip_chars().str.to_lowercase()
+    unknown = sorted(set(lowered.drop_nulls().unique().to_list()) - set(SPLIT_NAMES))
+    if unknown:
+        raise DataError(f"{source}: split values {unknown[:5]} are not train, dev (or valid) or test; "
+                        "rename them in the file.")
+    return lowered.replace_strict(SPLIT_NAMES, default=None, return_dtype=pl.String).alias("split")
+
+
+def natural_order(labels: list[str]) -> tuple[str, ...]:
+    """Sorted labels; numerically when every label is an integer (so '10' follows '9')."""
+    if all(re.fullmatch(r"[+-]?\d+", label) for label in labels):
+        return tuple(sorted(labels, key=int))
+    return tuple(sorted(labels))
+
+
+def _target_names(spec: dict) -> dict:
+    """Target column key (name or position) -> target name in the prepared table."""
+    keys = spec.get("target_columns") or []
+    if not isinstance(keys, list):
+        raise DataError(f"`target_columns` must be a list of columns, not {keys!r}.")
+    names = {key: key if isinstance(key, str) else f"column_{key}" for key in keys}
+    clashes = sorted(set(names.values()) & set(RESERVED_COLUMNS))
+    if clashes:
+        raise DataError(f"target columns {clashes} clash with the prepared table's own columns "
+                        f"{list(RESERVED_COLUMNS)}; rename them in the file.")
+    if len(set(names.values())) != len(keys):
+        raise DataError(f"`target_columns` lists a column twice: {keys}.")
+    return names
+
+
+def plan(spec: dict) -> tuple[bool, tuple[str, ...]]:
+    """(has class labels, regression target names), from the config alone."""
+    return spec.get("label_column") is not None, tuple(_target_names(spec).values())
+
+
+def _file_format(path: Path, spec: dict) -> str:
+    fmt = spec.get("format") or FORMATS.get(path.suffix.lower())
+    if fmt not in ("csv", "tsv", "jsonl"):
+        raise DataError(f"cannot tell the format of {path} from its extension; set `format` to csv, tsv or "
+                        "jsonl.")
+    return fmt
+
+
+def read_user_file(spec: dict) -> tuple[pl.DataFrame, str]:
+    """The custom file as all-String columns, and how to name it in messages."""
+    if not spec.get("path"):
+        raise DataError("a custom dataset needs `path`: the CSV, TSV or JSONL file to read.")
+    path = Path(spec["path"])
+    if not path.is_file():
+        raise DataError(f"custom dataset file {path} does not exist (relative paths start at the workflow "
+                        f"directory, {Path.cwd()}); fix `path`.")
+    expected = spec.get("sha256")
+    actual = sha256_of(path) if expected else expected
+    if actual != expected:
+        raise DataError(f"sha256 mismatch for {path}: expected {expected}, got {actual}; the file "
+                        "changed, so update `sha256` if the change is intended.")
+    fmt = _file_format(path, spec)
+    text = decode_file(path, spec.get("encoding") or "utf-8")
+    if fmt == "jsonl":
+        return read_jsonl(text, str(path)), str(path)
+    separator = spec.get("separator") or ("\t" if fmt == "tsv" else ",")
+    frame = read_delimited(text, str(path), separator, spec.get("quote_char", '"'), spec.get("header", True))
+    return frame, str(path)
+
+
+def load_dataset(spec: dict, data_dir: str | None = None, download_dir: str | None = None) -> pl.DataFrame:
+    """id, text, label (Enum; null when no label column), [split], one Float64 column per target."""
+    spec = {**OPTIONS, **spec}
+    has_labels, _ = plan(spec)
+    frame, source = read_user_file(spec)
+    header, missing = spec["header"], list(spec["missing_values"])
+
+    def column(option):
+        return pick_column(frame, spec[option], option, source, header)
+
+    ids = (pl.col(column("id_column")).str.strip_chars() if spec["id_column"] is not None
+           else pl.int_range(pl.len()).cast(pl.String))
+    label = as_missing(column("label_column"), missing) if has_labels else pl.lit(None, dtype=pl.String)
+    table = frame.select(ids.alias("id"), pl.col(column("text_column")).alias("text"), label.alias("label"))
+    if spec["split_column"] is not None:
+        split = frame.select(as_missing(column("split_column"), missing))
+        table = table.with_columns(normalise_split(split.to_series(), source))
+    targets = {pick_column(frame, key, "target_columns", source, header): name
+               for key, name in _target_names(spec).items()}
+    table = pl.concat([table, parse_targets(frame, targets, source, missing)], how="horizontal")
+    if has_labels:
+        table = table.with_columns(pl.col("label").cast(pl.Enum(_label_order(table["label"], spec, source))))
+    log.info("read %d rows from %s", table.height, source)
+    return table
+
+
+def _label_order(labels: pl.Series, spec: dict, source: str) -> tuple[str, ...]:
+    present = labels.drop_nulls().unique().to_list()
+    if spec["label_order"] is None:
+        return natural_order(present)
+    order = tuple(str(label) for label in spec["label_order"])
+    unlisted = sorted(set(present) - set(order))
+    if unlisted:
+        raise DataError(f"{source}: labels {unlisted[:5]} are not in `label_order`; add them there "
+                        "(or fix the file).")
+    if len(set(order)) != len(order):
+        raise DataError(f"`label_order` lists a label twice: {list(order)}.")
+    return order
