@@ -64,11 +64,13 @@ def test_shards_have_contract_shape_and_metadata(finished_run):
 
 def test_metrics_table_is_tidy(finished_run):
     metrics = read_metrics(finished_run["workdir"])
-    assert metrics.columns == ["model", "dataset", "layer", "position", "probe", "metric", "mean", "std",
+    assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
                                "n_folds", "n_layers", "n_classes"]
-    assert metrics.height == 4 * len(POSITIONS) * 2 * 2  # layers x positions x probes x metrics
+    assert metrics.height == 4 * len(POSITIONS) * 2 * 3  # layers x positions x probes x metrics
+    assert set(metrics["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1"}
+    assert set(metrics["target"]) == {"label"}  # no regression targets configured
     assert set(metrics["n_folds"]) == {3} and set(metrics["n_classes"]) == {13}
-    assert metrics.select("model", "dataset", "layer", "position", "probe", "metric").is_unique().all()
+    assert metrics.select("model", "dataset", "target", "layer", "position", "probe", "metric").is_unique().all()
     majority = metrics.filter((pl.col("probe") == "majority") & (pl.col("metric") == "accuracy"))
     assert majority["mean"].max() < 0.12  # balanced classes: 1/13
     csv = pl.read_csv(finished_run["workdir"] / "results" / "metrics" / "probe_metrics.csv")
@@ -83,8 +85,13 @@ def test_report_files(finished_run):
         assert "vega" in (png.with_suffix(".html")).read_text()
     index = (report / "index.html").read_text()
     assert "tiny-llama" in index and "best_layer" in index and "relative_depth.png" in index
+    assert not list(report.glob("*/*/r2_by_layer.*"))  # no numeric targets, no regression figures
     summary = pl.read_csv(report / "summary.csv")
+    assert summary.columns == ["model", "dataset", "target", "probe", "score_metric", "best_layer", "best_position",
+                               "n_layers", "score", "score_std", "first_layer_within_tolerance", "floor", "chance"]
+    assert summary.select("target", "probe", "score_metric").rows() == [("label", "logreg", "accuracy")]
     assert summary["best_layer"][0] in range(4) and summary["chance"][0] == pytest.approx(1 / 13)
+    assert summary["floor"][0] < 0.12  # the majority class of 13 balanced ones
 
 
 def test_adding_a_model_schedules_only_its_jobs(finished_run):
@@ -128,7 +135,7 @@ def test_corrupt_shard_stops_the_probe_with_a_clear_message(finished_run, tmp_pa
 ])
 def test_bad_config_stops_before_any_job(tmp_path, change, message):
     models = {"tiny": {"source": "local", "path": str(make_tiny_model(tmp_path / "tiny", "llama"))}}
-    result = run_snakemake(tmp_path / "run", tiny_config(models, **change))
+    result = run_snakemake(tmp_path / "run", tiny_config(models) | change)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert not (tmp_path / "run" / "results").exists()

@@ -6,12 +6,26 @@ from collections.abc import Iterable
 
 import polars as pl
 
-KEYS = ["model", "dataset", "layer", "position", "probe", "metric"]
+KEYS = ["model", "dataset", "target", "layer", "position", "probe", "metric"]
 DESCRIPTIVE = ["n_layers", "n_classes"]
+
+# Each fitted probe, the metric the summary ranks layers by, and the trivial baseline probe whose
+# score on that metric is the floor: the training folds' majority class, or their mean (R2 about 0).
+SCORED = {"logreg": ("accuracy", "majority"), "ridge": ("r2", "mean")}
+
+SUMMARY_SCHEMA = {
+    "model": pl.String, "dataset": pl.String, "target": pl.String, "probe": pl.String,
+    "score_metric": pl.String, "best_layer": pl.Int64, "best_position": pl.Int64, "n_layers": pl.Int64,
+    "score": pl.Float64, "score_std": pl.Float64, "first_layer_within_tolerance": pl.Int64,
+    "floor": pl.Float64, "chance": pl.Float64,
+}
 
 
 def aggregate(probe_files: Iterable[str]) -> pl.DataFrame:
-    """One row per (model, dataset, layer, position, probe, metric): mean, std, n_folds."""
+    """One row per (model, dataset, target, layer, position, probe, metric): mean, std, n_folds.
+
+    Classification rows have target "label"; ridge rows name their target and have n_classes null.
+    """
     folds = pl.concat([pl.read_parquet(path) for path in probe_files], how="vertical")
     return (
         folds.group_by(KEYS + DESCRIPTIVE)
@@ -28,25 +42,38 @@ def select(metrics: pl.DataFrame, probe: str, metric: str = "accuracy") -> pl.Da
     return metrics.filter((pl.col("probe") == probe) & (pl.col("metric") == metric))
 
 
+def baseline_rate(metrics: pl.DataFrame, probe: str = "majority", metric: str = "accuracy",
+                  name: str = "majority") -> pl.DataFrame:
+    """A baseline probe's score per (model, dataset, target): it ignores the activations, so it is
+    the same at every layer and position (the max only guards against float noise)."""
+    return (select(metrics, probe, metric).group_by("model", "dataset", "target")
+            .agg(pl.col("mean").max().alias(name)))
+
+
 def majority_rate(metrics: pl.DataFrame, metric: str = "accuracy") -> pl.DataFrame:
-    """Majority-class score per (model, dataset) (the same at every layer and position)."""
-    return select(metrics, "majority", metric).group_by("model", "dataset").agg(pl.col("mean").max().alias("majority"))
+    """Majority-class score per (model, dataset, target) (the same at every layer and position)."""
+    return baseline_rate(metrics, "majority", metric, "majority")
 
 
-def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, probe: str = "logreg",
-              metric: str = "accuracy") -> pl.DataFrame:
-    """Per (model, dataset): best layer and position, its score, first layer within tolerance."""
-    scores = select(metrics, probe, metric)
-    majority = majority_rate(metrics, metric)
+def summarise(metrics: pl.DataFrame, tolerance: float = 0.02) -> pl.DataFrame:
+    """Per (model, dataset, target) and fitted probe: the best (layer, position) by the probe's
+    score metric (accuracy, or R2 for ridge), the score there, the first layer within `tolerance`
+    of it at that position, the floor (majority-class accuracy, or the mean predictor's R2) and
+    chance (1 / n_classes; null for ridge)."""
     rows = []
-    for (model, dataset), group in scores.group_by("model", "dataset", maintain_order=True):
-        best = group.sort(["mean", "layer"], descending=[True, False]).row(0, named=True)
-        at_position = group.filter(pl.col("position") == best["position"]).sort("layer")
-        plateau = at_position.filter(pl.col("mean") >= best["mean"] - tolerance)["layer"].min()
-        rows.append({
-            "model": model, "dataset": dataset, "best_layer": best["layer"],
-            "best_position": best["position"], "n_layers": best["n_layers"],
-            metric: best["mean"], f"{metric}_std": best["std"],
-            "first_layer_within_tolerance": plateau, "chance": 1.0 / best["n_classes"],
-        })
-    return pl.DataFrame(rows).join(majority, on=["model", "dataset"], how="left").sort("model", "dataset")
+    for probe, (metric, baseline) in SCORED.items():
+        scores = select(metrics, probe, metric)
+        floors = {(model, dataset, target): floor for model, dataset, target, floor
+                  in baseline_rate(metrics, baseline, metric, "floor").iter_rows()}
+        for (model, dataset, target), group in scores.group_by("model", "dataset", "target", maintain_order=True):
+            best = group.sort(["mean", "layer"], descending=[True, False]).row(0, named=True)
+            at_position = group.filter(pl.col("position") == best["position"]).sort("layer")
+            plateau = at_position.filter(pl.col("mean") >= best["mean"] - tolerance)["layer"].min()
+            rows.append({
+                "model": model, "dataset": dataset, "target": target, "probe": probe, "score_metric": metric,
+                "best_layer": best["layer"], "best_position": best["position"], "n_layers": best["n_layers"],
+                "score": best["mean"], "score_std": best["std"], "first_layer_within_tolerance": plateau,
+                "floor": floors.get((model, dataset, target)),
+                "chance": 1.0 / best["n_classes"] if best["n_classes"] else None,
+            })
+    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA).sort("model", "dataset", "probe", "target")

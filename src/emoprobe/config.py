@@ -59,8 +59,32 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _allowed_keys(error: jsonschema.ValidationError) -> set[str]:
+    """Keys an `unevaluatedProperties: false` object may have: its own `properties` and those of
+    the `then` branch of each `if` it matches (e.g. the options of a dataset's type).
+
+    A key that a failing `then` branch defines is reported by jsonschema as unevaluated too;
+    it counts as allowed here, since the branch's own, more specific error names it.
+    """
+    allowed = set(error.schema.get("properties", {}))
+    for branch in error.schema.get("allOf", []):
+        if "if" in branch and jsonschema.Draft202012Validator(branch["if"]).is_valid(error.instance):
+            allowed |= set(branch.get("then", {}).get("properties", {}))
+    return allowed
+
+
+def _describe(error: jsonschema.ValidationError) -> str | None:
+    """A message naming the key, or None for an error that a more specific one already covers."""
     key = _key_path(error)
+    if error.validator == "unevaluatedProperties":
+        allowed = _allowed_keys(error)
+        unexpected = sorted(set(error.instance) - allowed)
+        if not unexpected:
+            return None
+        kind = f" to type {error.instance['type']!r}" if isinstance(error.instance.get("type"), str) else " here"
+        return (f"config key '{key}': {', '.join(map(repr, unexpected))} "
+                f"{'does' if len(unexpected) == 1 else 'do'} not apply{kind}. Allowed keys: "
+                f"{', '.join(sorted(allowed))}.")
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         hint = f" Allowed keys here: {', '.join(allowed)}." if allowed else ""
@@ -82,11 +106,14 @@ def validate_config(config: dict) -> dict:
     config = copy.deepcopy(dict(config))
     validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    messages = [message for message in map(_describe, errors) if message]
     if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages or map(str, errors)))
     resolve_template(config["prompt"]["template"])
     for name, spec in config["models"].items():
         _check_model_spec(name, spec)
+    for name, spec in config["datasets"].items():
+        _check_dataset_spec(name, spec)
     return config
 
 
@@ -99,6 +126,24 @@ def _check_model_spec(name: str, spec: dict) -> None:
     }[source]
     if not ok:
         raise ConfigError(f"config key 'models.{name}': source '{source}' needs more: {_MODEL_SOURCE_KEYS[source]}.")
+
+
+def _check_dataset_spec(name: str, spec: dict) -> None:
+    """The loader's own option checks, up front: a dataset must have something to probe."""
+    from .data.prepare import probe_plan
+    from .errors import DataError
+
+    try:
+        plan = probe_plan(spec)
+    except DataError as exc:
+        raise ConfigError(f"config key 'datasets.{name}': {exc}") from None
+    if not plan["classification"] and not plan["targets"]:
+        raise ConfigError(f"config key 'datasets.{name}': nothing to probe: this {spec['type']} dataset has "
+                          "neither class labels nor regression targets (custom: set `label_column` and/or "
+                          "`target_columns`).")
+    if spec.get("max_per_class") and not plan["classification"]:
+        raise ConfigError(f"config key 'datasets.{name}': max_per_class needs class labels, and this "
+                          f"{spec['type']} dataset has none; remove max_per_class.")
 
 
 def resolve_template(template: str) -> str:

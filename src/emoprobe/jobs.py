@@ -43,12 +43,16 @@ def run(smk, job: Callable) -> None:
 
 
 def prepare_dataset(smk) -> None:
-    from .data.prepare import prepare
+    from .data.prepare import prepare, target_columns
 
     p = smk.params
-    table = prepare(p.dataset, p.template, p.seed, smk.config["data_dir"], smk.config["download_dir"])
-    log.info("prepared %d rows, labels: %s", table.height,
-             dict(table["label"].value_counts().sort("label").iter_rows()))
+    # p.cv_folds is set only where it can change the table (bad_rows: drop drops classes with
+    # fewer texts than folds); otherwise the config's value just lets such classes fail early.
+    cv_folds = p.cv_folds if p.cv_folds is not None else smk.config["probe"]["cv_folds"]
+    table = prepare(p.dataset, p.template, p.seed, smk.config["data_dir"], smk.config["download_dir"],
+                    cv_folds=cv_folds)
+    log.info("prepared %d rows, labels: %s, targets: %s", table.height,
+             dict(table["label"].value_counts().sort("label").iter_rows()), target_columns(table))
     table.write_parquet(smk.output.table)
 
 
@@ -81,14 +85,11 @@ def extract_activations(smk) -> None:
                       lambda layer: str(out_dir / f"layer_{layer}.safetensors"), metadata)
 
 
-def fit_probe(smk) -> None:
-    from threadpoolctl import threadpool_limits
-
+def _probe_input(smk) -> tuple:
+    """(X [N, H] at the job's layer and position, prepared table, shard metadata), checked to match."""
     from .data.sources import sha256_of
-    from .probes import cross_validate_probe
     from .shards import check_metadata, read_metadata, read_position
 
-    p = smk.params
     shard = Path(smk.input.shards) / f"layer_{smk.wildcards.layer}.safetensors"
     table = pl.read_parquet(smk.input.table)
     metadata = read_metadata(shard)
@@ -99,22 +100,77 @@ def fit_probe(smk) -> None:
     position = int(smk.wildcards.position)
     if position not in positions:
         raise EmoprobeError(f"{shard} holds positions {positions}, not {position}; rerun extraction.")
-    X = read_position(shard, positions.index(position))
+    return read_position(shard, positions.index(position)), table, metadata
+
+
+def _official_folds(table: pl.DataFrame, official_split: bool):
+    """None (k-fold CV over all rows), or with official_split the one (train + dev, test) pair."""
+    if not official_split:
+        return None
+    from .regression import official_split_folds
+
+    if "split" not in table.columns:
+        raise EmoprobeError("official_split is on but the prepared table has no `split` column; rerun "
+                            "prepare_dataset.")
+    return official_split_folds(table["split"].to_list())
+
+
+def _keyed(smk, scores: pl.DataFrame, metadata: dict, n_classes: int | None) -> pl.DataFrame:
+    """Per-fold scores with the job's keys: model, dataset, target, layer, position, ..., n_layers, n_classes."""
+    return scores.select(
+        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
+        pl.col("target"), pl.lit(int(smk.wildcards.layer), dtype=pl.Int64).alias("layer"),
+        pl.lit(int(smk.wildcards.position), dtype=pl.Int64).alias("position"),
+        "probe", "fold", "metric", "value",
+        pl.lit(int(metadata["n_layers"]), dtype=pl.Int64).alias("n_layers"),
+        pl.lit(n_classes, dtype=pl.Int64).alias("n_classes"),
+    )
+
+
+def _write(scores: pl.DataFrame, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    scores.write_parquet(path)
+
+
+def fit_probe(smk) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from .probes import cross_validate_probe
+
+    p = smk.params
+    X, table, metadata = _probe_input(smk)
     y = table["label_id"].to_numpy()
     with threadpool_limits(max(1, smk.threads)):
-        folds = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter, p.backend)
-    folds = folds.select(
-        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
-        pl.lit(int(smk.wildcards.layer), dtype=pl.Int64).alias("layer"),
-        pl.lit(position, dtype=pl.Int64).alias("position"), pl.all(),
-        pl.lit(int(metadata["n_layers"]), dtype=pl.Int64).alias("n_layers"),
-        pl.lit(table["label_id"].n_unique(), dtype=pl.Int64).alias("n_classes"),
-    )
-    accuracy = folds.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"]
-    log.info("layer %s position %d: accuracy %.3f +- %.3f", smk.wildcards.layer, position,
-             accuracy.mean(), accuracy.std())
-    Path(smk.output.scores).parent.mkdir(parents=True, exist_ok=True)
-    folds.write_parquet(smk.output.scores)
+        folds = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter, p.backend,
+                                     folds=_official_folds(table, p.official_split))
+    scores = _keyed(smk, folds.with_columns(target=pl.lit("label")), metadata, table["label_id"].n_unique())
+    accuracy = scores.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"]
+    log.info("layer %s position %s: accuracy %.3f +- %.3f", smk.wildcards.layer, smk.wildcards.position,
+             accuracy.mean(), accuracy.std() or 0.0)
+    _write(scores, smk.output.scores)
+
+
+def fit_ridge(smk) -> None:
+    """Ridge probes for all of the dataset's numeric targets at one (layer, position)."""
+    from threadpoolctl import threadpool_limits
+
+    from .data.prepare import target_columns
+    from .regression import cross_validate_ridge
+
+    p = smk.params
+    X, table, metadata = _probe_input(smk)
+    targets = target_columns(table)
+    if not targets:
+        raise EmoprobeError(f"{smk.input.table} has no regression target columns; rerun prepare_dataset.")
+    with threadpool_limits(max(1, smk.threads)):
+        folds = cross_validate_ridge(X, table.select(targets).to_numpy(), targets, p.cv_folds, p.seed,
+                                     folds=_official_folds(table, p.official_split))
+    scores = _keyed(smk, folds, metadata, None)
+    r2 = (scores.filter((pl.col("probe") == "ridge") & (pl.col("metric") == "r2"))
+          .group_by("target", maintain_order=True).agg(pl.col("value").mean()))
+    log.info("layer %s position %s: R2 %s", smk.wildcards.layer, smk.wildcards.position,
+             ", ".join(f"{target} {value:.3f}" for target, value in r2.iter_rows()))
+    _write(scores, smk.output.scores)
 
 
 def aggregate_metrics(smk) -> None:

@@ -8,21 +8,51 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from .aggregate import majority_rate, select, summarise
+from .aggregate import SCORED, majority_rate, select, summarise
 
 alt.data_transformers.disable_max_rows()
 
 
-def _accuracy(metrics: pl.DataFrame, probe: str = "logreg") -> pl.DataFrame:
-    return select(metrics, probe).with_columns(low=pl.col("mean") - pl.col("std").fill_null(0),
-                                               high=pl.col("mean") + pl.col("std").fill_null(0))
+METRIC_TITLES = {"accuracy": "probe accuracy (CV mean)", "r2": "R\u00b2 (CV mean)"}
+
+
+def _scores(metrics: pl.DataFrame, probe: str = "logreg", metric: str = "accuracy") -> pl.DataFrame:
+    """One probe's metric, with low/high = mean -+ 1 std over folds (0 where there is one fold)."""
+    return select(metrics, probe, metric).with_columns(low=pl.col("mean") - pl.col("std").fill_null(0),
+                                                       high=pl.col("mean") + pl.col("std").fill_null(0))
+
+
+def _of(metrics: pl.DataFrame, model: str, dataset: str) -> pl.DataFrame:
+    return metrics.filter((pl.col("model") == model) & (pl.col("dataset") == dataset))
+
+
+def _band_and_line(base: alt.Chart, metric: str, domain: list | None = None) -> alt.LayerChart:
+    """A +-1 std band and a CV-mean line by layer over `base` (which sets data and colour)."""
+    base = base.encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"))
+    band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=METRIC_TITLES[metric], scale=alt.Scale(domain=domain) if domain else alt.Undefined),
+        tooltip=["layer", "position", "target", alt.Tooltip("mean:Q", format=".3f"),
+                 alt.Tooltip("std:Q", format=".3f")])
+    return band + line
+
+
+def _heatmap(data: pl.DataFrame, rows: alt.Y, metric: str, title: dict, height: int, **scale) -> alt.Chart:
+    """Layer x `rows` cells coloured by the CV-mean score."""
+    return alt.Chart(data).mark_rect().encode(
+        x=alt.X("layer:O"), y=rows,
+        color=alt.Color("mean:Q", title=metric, scale=alt.Scale(**scale)),
+        tooltip=["layer", "position", "target", alt.Tooltip("mean:Q", format=".3f")],
+    ).properties(title=title, width=520, height=height)
 
 
 def _baselines(metrics: pl.DataFrame) -> pl.DataFrame:
     """Chance (1 / n_classes) and majority-class accuracy per (model, dataset)."""
-    majority = majority_rate(metrics).rename({"majority": "value"}).with_columns(baseline=pl.lit("majority class"))
-    chance = (metrics.group_by("model", "dataset").agg((1.0 / pl.col("n_classes").first()).alias("value"))
-              .with_columns(baseline=pl.lit("chance")))
+    classification = metrics.filter(pl.col("target") == "label")
+    majority = (majority_rate(classification).drop("target").rename({"majority": "value"})
+                .with_columns(baseline=pl.lit("majority class")))
+    chance = (select(classification, "logreg").group_by("model", "dataset")
+              .agg((1.0 / pl.col("n_classes").first()).alias("value")).with_columns(baseline=pl.lit("chance")))
     return pl.concat([majority.select(chance.columns), chance])
 
 
@@ -36,41 +66,53 @@ def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
 
 def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
     """Held-out accuracy by layer, one line per position, band = +-1 std over folds."""
-    keep = (pl.col("model") == model) & (pl.col("dataset") == dataset)
-    data = _accuracy(metrics.filter(keep))
+    data = _scores(_of(metrics, model, dataset))
     positions = sorted(data["position"].unique().to_list(), reverse=True)
-    base = alt.Chart(data).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-                                  color=alt.Color("position:N", title="position", sort=positions))
-    band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title="probe accuracy (CV mean)", scale=alt.Scale(domain=[0, 1])),
-        tooltip=["layer", "position", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("std:Q", format=".3f")])
-    rules = _baseline_rules(_baselines(metrics.filter(keep)))
-    return (band + line + rules).properties(
+    base = alt.Chart(data).encode(color=alt.Color("position:N", title="position", sort=positions))
+    rules = _baseline_rules(_baselines(_of(metrics, model, dataset)))
+    return (_band_and_line(base, "accuracy", [0, 1]) + rules).properties(
         title={"text": f"{model} on {dataset}", "subtitle": note}, width=520, height=300)
 
 
 def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.Chart:
-    keep = (pl.col("model") == model) & (pl.col("dataset") == dataset)
-    data = _accuracy(metrics.filter(keep))
-    return alt.Chart(data).mark_rect().encode(
-        x=alt.X("layer:O"), y=alt.Y("position:O", sort="descending"),
-        color=alt.Color("mean:Q", title="accuracy", scale=alt.Scale(scheme="viridis")),
-        tooltip=["layer", "position", alt.Tooltip("mean:Q", format=".3f")],
-    ).properties(title={"text": f"{model} on {dataset}: layer x position", "subtitle": note},
-                 width=520, height=160)
+    return _heatmap(_scores(_of(metrics, model, dataset)), alt.Y("position:O", sort="descending"), "accuracy",
+                    {"text": f"{model} on {dataset}: layer x position", "subtitle": note}, 160, scheme="viridis")
 
 
-def relative_depth(metrics: pl.DataFrame, position: int) -> alt.Chart:
-    """All models on one chart: accuracy at `position` against layer / n_layers, per dataset."""
-    data = (_accuracy(metrics).filter(pl.col("position") == position)
-            .with_columns(relative_depth=pl.col("layer") / pl.col("n_layers")))
+def r2_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str) -> alt.FacetChart:
+    """Held-out R2 of the ridge probe by layer at one position, one panel per target; the dashed
+    line is the floor, R2 = 0 (predicting the training folds' mean)."""
+    data = _scores(_of(metrics, model, dataset), "ridge", "r2").filter(pl.col("position") == position)
+    floor = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
+    n_targets = data["target"].n_unique()
+    return alt.layer(_band_and_line(alt.Chart(), "r2"), floor, data=data).properties(
+        width=260, height=170).facet(facet=alt.Facet("target:N", title=None), columns=min(n_targets, 4)).properties(
+        title={"text": f"{model} on {dataset}: R\u00b2 by layer at position {position}",
+               "subtitle": [s for s in ("dashed: floor (mean predictor, R\u00b2 = 0)", note) if s]})
+
+
+def target_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str) -> alt.Chart:
+    data = _scores(_of(metrics, model, dataset), "ridge", "r2").filter(pl.col("position") == position)
+    return _heatmap(data, alt.Y("target:N", sort=None), "R\u00b2",
+                    {"text": f"{model} on {dataset}: target x layer (R\u00b2, position {position})",
+                     "subtitle": note}, max(80, 18 * data["target"].n_unique()), scheme="blueorange", domainMid=0)
+
+
+def relative_depth(metrics: pl.DataFrame, position: int) -> alt.FacetChart:
+    """All models on one chart: the score at `position` against layer / n_layers; one panel per
+    dataset and score (accuracy, or R2 with one line per target)."""
+    data = pl.concat([
+        _scores(metrics, probe, metric).with_columns(panel=pl.format("{} ({})", "dataset", pl.lit(metric)))
+        for probe, (metric, _) in SCORED.items()
+    ]).filter(pl.col("position") == position).with_columns(relative_depth=pl.col("layer") / pl.col("n_layers"))
     return alt.Chart(data).mark_line(point=True).encode(
         x=alt.X("relative_depth:Q", title="relative depth (layer / n_layers)", scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("mean:Q", title="probe accuracy (CV mean)", scale=alt.Scale(domain=[0, 1])),
-        color="model:N", tooltip=["model", "layer", alt.Tooltip("mean:Q", format=".3f")],
-    ).properties(width=420, height=260, title=f"All models, position {position}").facet(
-        column=alt.Column("dataset:N"))
+        y=alt.Y("mean:Q", title="accuracy or R\u00b2 (CV mean)"),
+        color="model:N", detail="target:N",
+        tooltip=["model", "target", "layer", alt.Tooltip("mean:Q", format=".3f")],
+    ).properties(width=360, height=240).facet(
+        facet=alt.Facet("panel:N", title=None), columns=3).resolve_scale(y="independent").properties(
+        title=f"All models, position {position}")
 
 
 def save(chart, stem: Path) -> list[Path]:
@@ -87,20 +129,30 @@ def model_note(quantisation: str | None) -> str:
 
 def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, str | None],
                  tolerance: float) -> Path:
-    """Write every figure and results/report/index.html; return the index path."""
+    """Write every figure and results/report/index.html; return the index path.
+
+    Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
+    or the position nearest the end) where it has numeric targets.
+    """
     out_dir = Path(out_dir)
-    positions = sorted(metrics["position"].unique().to_list(), reverse=True)
+    position = max(metrics["position"].unique().to_list())
     sections = []
     for model, dataset in metrics.select("model", "dataset").unique().sort("model", "dataset").iter_rows():
         note = model_note(quantisation.get(model))
-        stem = out_dir / model / dataset
-        save(accuracy_by_layer(metrics, model, dataset, note), stem / "accuracy_by_layer")
-        save(layer_position_heatmap(metrics, model, dataset, note), stem / "layer_position_heatmap")
+        probes = set(_of(metrics, model, dataset)["probe"].to_list())
+        charts = []
+        if "logreg" in probes:
+            charts += [("accuracy_by_layer", accuracy_by_layer(metrics, model, dataset, note)),
+                       ("layer_position_heatmap", layer_position_heatmap(metrics, model, dataset, note))]
+        if "ridge" in probes:
+            charts += [("r2_by_layer", r2_by_layer(metrics, model, dataset, position, note)),
+                       ("target_layer_heatmap", target_layer_heatmap(metrics, model, dataset, position, note))]
+        for name, chart in charts:
+            save(chart, out_dir / model / dataset / name)
         sections.append(f"<h2>{html.escape(model)} on {html.escape(dataset)}</h2>"
                         + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
-                        + f'<img src="{model}/{dataset}/accuracy_by_layer.png" width="640">'
-                        + f'<img src="{model}/{dataset}/layer_position_heatmap.png" width="640">')
-    save(relative_depth(metrics, positions[0]), out_dir / "relative_depth")
+                        + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
+    save(relative_depth(metrics, position), out_dir / "relative_depth")
     summary = summarise(metrics, tolerance)
     summary.write_csv(out_dir / "summary.csv")
     index = out_dir / "index.html"
@@ -108,20 +160,29 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     return index
 
 
+def _cell(value) -> str:
+    if value is None:
+        return "<td></td>"
+    return f"<td>{value:.3f}</td>" if isinstance(value, float) else f"<td>{html.escape(str(value))}</td>"
+
+
 def _index_page(summary: pl.DataFrame, sections: list[str], tolerance: float) -> str:
     header = "".join(f"<th>{html.escape(c)}</th>" for c in summary.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-                         for v in row) + "</tr>"
-        for row in summary.iter_rows())
+    body = "".join("<tr>" + "".join(map(_cell, row)) + "</tr>" for row in summary.iter_rows())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>emoprobe report</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
 <h1>Where is emotion linearly decodable?</h1>
-<p>Held-out accuracy of a standardised multinomial logistic-regression probe (stratified
-k-fold cross-validation) on each layer's residual stream at the last prompt tokens.
-<code>first_layer_within_tolerance</code>: first layer whose accuracy, at the best position,
-is within {tolerance} of the best. Full table: <code>results/metrics/probe_metrics.csv</code>.</p>
+<p>Held-out scores of linear probes on each layer's residual stream at the last prompt tokens,
+one row per model, dataset and target. Classes (<code>target</code> = label): a standardised
+multinomial logistic regression, stratified k-fold cross-validation, scored by
+<code>accuracy</code>; <code>floor</code> is the majority-class accuracy, <code>chance</code>
+1 / number of classes. Numeric targets: standardisation + ridge (penalty chosen by inner
+cross-validation on the training folds), k-fold cross-validation, scored by <code>r2</code>;
+<code>floor</code> is the R&sup2; of predicting the training folds' mean (about 0).
+<code>best_layer</code>/<code>best_position</code> maximise the score;
+<code>first_layer_within_tolerance</code>: first layer whose score, at the best position, is
+within {tolerance} of the best. Full table: <code>results/metrics/probe_metrics.csv</code>.</p>
 <table><tr>{header}</tr>{body}</table>
 <h2>All models by relative depth</h2><img src="relative_depth.png" width="1000">
 {''.join(sections)}

@@ -10,6 +10,7 @@ sys.path.insert(0, SRC)  # the Snakefile and every job import the emoprobe packa
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
 from emoprobe.config import resolve_layers, resolve_template, validate_config
+from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import LayerCountCache
 from emoprobe.provenance import code_fingerprint
@@ -21,6 +22,11 @@ except EmoprobeError as error:
 
 MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
+# What each dataset is probed for, from its config alone: classes (fit_probe) and/or numeric
+# targets (fit_ridge, one job fitting all of them per model x layer x position).
+PLANS = {dataset: probe_plan(config["datasets"][dataset]) for dataset in DATASETS}
+CLASSIFIED = [dataset for dataset in DATASETS if PLANS[dataset]["classification"]]
+REGRESSED = [dataset for dataset in DATASETS if PLANS[dataset]["targets"]]
 POSITIONS = list(config["positions"])
 TEMPLATE = resolve_template(config["prompt"]["template"])
 
@@ -47,24 +53,60 @@ def activation_dir(wildcards):
     return f"results/activations/{wildcards.model}/{wildcards.dataset}"
 
 
-def probe_scores():
-    """Every probe output of the configured sweep."""
+def dataset_option(key):
+    """Params function: the dataset's value of option `key`."""
+    return lambda wildcards: config["datasets"][wildcards.dataset][key]
+
+
+def custom_file(wildcards):
+    """A custom dataset's own file, so that editing it reruns prepare_dataset; [] otherwise."""
+    spec = config["datasets"][wildcards.dataset]
+    return [spec["path"]] if spec["type"] == "custom" else []
+
+
+def prepare_cv_folds(wildcards):
+    """probe.cv_folds where it can change the prepared table, else None (see jobs.prepare_dataset)."""
+    spec = config["datasets"][wildcards.dataset]
+    drops_rare_classes = (PLANS[wildcards.dataset]["classification"] and spec["bad_rows"] == "drop"
+                          and not spec["official_split"])
+    return config["probe"]["cv_folds"] if drops_rare_classes else None
+
+
+def _sweep(datasets, suffix):
     return [
-        f"results/probes/{model}/{dataset}/layer_{layer}/pos_{position}.parquet"
+        f"results/probes/{model}/{dataset}/layer_{layer}/pos_{position}{suffix}"
         for model in MODELS
-        for dataset in DATASETS
+        for dataset in datasets
         for layer in LAYERS[model]
         for position in POSITIONS
     ]
 
 
-def report_figures(suffix):
-    """Per model x dataset figures of the report, as .png or .html."""
+def probe_scores():
+    """Every classification probe output of the configured sweep (datasets with classes)."""
+    return _sweep(CLASSIFIED, ".parquet")
+
+
+def ridge_scores():
+    """Every ridge probe output of the configured sweep (datasets with numeric targets)."""
+    return _sweep(REGRESSED, ".ridge.parquet")
+
+
+CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap")
+REGRESSION_FIGURES = ("r2_by_layer", "target_layer_heatmap")
+
+
+def report_figures(suffix, kind=None):
+    """Per model x dataset figures of the report, as .png or .html; kind: classification,
+    regression or None for both."""
+    figures = {"classification": (CLASSIFIED, CLASSIFICATION_FIGURES), "regression": (REGRESSED, REGRESSION_FIGURES)}
     return [
         f"results/report/{model}/{dataset}/{figure}.{suffix}"
+        for name, (datasets, names) in figures.items()
+        if kind in (None, name)
         for model in MODELS
-        for dataset in DATASETS
-        for figure in ("accuracy_by_layer", "layer_position_heatmap")
+        for dataset in datasets
+        for figure in names
     ]
 
 

@@ -10,6 +10,7 @@ rule fit_probe:
         backend=config["probe"]["backend"],
         max_iter=config["probe"]["max_iter"],
         seed=config["seed"],
+        official_split=dataset_option("official_split"),
         code=code_fingerprint("probe"),
     log:
         "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/pos_{position}.log",
@@ -23,9 +24,32 @@ rule fit_probe:
         "../scripts/fit_probe.py"
 
 
+rule fit_ridge:
+    input:
+        shards=activation_dir,
+        table=prepared_table,
+    output:
+        scores="results/probes/{model}/{dataset}/layer_{layer}/pos_{position}.ridge.parquet",
+    params:
+        cv_folds=config["probe"]["cv_folds"],
+        seed=config["seed"],
+        official_split=dataset_option("official_split"),
+        code=code_fingerprint("ridge"),
+    log:
+        "results/logs/fit_ridge/{model}/{dataset}/layer_{layer}/pos_{position}.log",
+    threads: 1
+    resources:
+        mem_mb=config["probe"]["mem_mb"],
+        runtime=config["probe"]["runtime"],
+    conda:
+        "../../envs/emoprobe.yaml"
+    script:
+        "../scripts/fit_ridge.py"
+
+
 rule aggregate_metrics:
     input:
-        scores=probe_scores(),
+        scores=probe_scores() + ridge_scores(),
     output:
         parquet="results/metrics/probe_metrics.parquet",
         csv="results/metrics/probe_metrics.csv",

@@ -9,8 +9,13 @@ rule build_report:
             category="All models",
         ),
         figures=report(
-            report_figures("png"),
+            report_figures("png", "classification"),
             caption="../report/per_model.rst",
+            category="Per model and dataset",
+        ),
+        regression=report(
+            report_figures("png", "regression"),
+            caption="../report/regression.rst",
             category="Per model and dataset",
         ),
         interactive=report_figures("html") + ["results/report/relative_depth.html"],

@@ -1,0 +1,189 @@
+"""Incremental reruns and faults: what each change schedules, and runs that survive kill -9."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from .conftest import REPO, SHARED_DATA, SNAKEMAKE, crowd_envent_path, job_counts, make_tiny_model, read_metrics, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def base_config(model_dir: Path) -> dict:
+    return {
+        "data_dir": str(SHARED_DATA),
+        "layers": [0, 1, 2],
+        "positions": [-1],
+        "probe": {"cv_folds": 2},
+        "models": {"tiny": {"source": "local", "path": str(model_dir)}},
+        "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 60}},
+    }
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    crowd_envent_path()
+    root = tmp_path_factory.mktemp("reruns")
+    config = base_config(make_tiny_model(root / "tiny", "llama"))
+    result = run_snakemake(root / "run", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"root": root, "workdir": root / "run", "config": config}
+
+
+def changed(config: dict, path: str, value) -> dict:
+    config = copy.deepcopy(config)
+    *parents, key = path.split(".")
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[key] = value
+    return config
+
+
+def planned(done, config) -> dict[str, int]:
+    dry = run_snakemake(done["workdir"], config, "-n")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    return job_counts(dry.stdout + dry.stderr)
+
+
+TAIL = {"aggregate_metrics": 1, "build_report": 1, "all": 1}
+
+
+def test_nothing_changed_nothing_runs(done):
+    assert planned(done, done["config"]) == {}
+
+
+def test_adding_a_dataset(done):
+    config = changed(done["config"], "datasets.slice2", {"type": "crowd_envent", "max_per_class": 30})
+    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 3, **TAIL}
+
+
+def test_adding_a_layer_reextracts_that_model(done):
+    """A new layer needs a forward pass; the rewritten shard folder reruns that model's probes
+    (see README: marking the folder ancient() would hide the new probes from Snakemake)."""
+    config = changed(done["config"], "layers", [0, 1, 2, 3])
+    assert planned(done, config) == {"extract_activations": 1, "fit_probe": 4, **TAIL}
+
+
+def test_adding_a_position_reextracts_that_model(done):
+    config = changed(done["config"], "positions", [-1, -2])
+    assert planned(done, config) == {"extract_activations": 1, "fit_probe": 6, **TAIL}
+
+
+def test_probe_setting_reruns_probes_not_extraction(done):
+    config = changed(done["config"], "probe.C", 0.5)
+    assert planned(done, config) == {"fit_probe": 3, **TAIL}
+
+
+def test_template_reruns_preparation_and_extraction(done):
+    config = changed(done["config"], "prompt", {"template": "two_shot"})
+    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 3, **TAIL}
+
+
+def test_model_revision_reruns_that_extraction(done):
+    config = changed(done["config"], "models.tiny.revision", "v2")
+    assert planned(done, config) == {"extract_activations": 1, "fit_probe": 3, **TAIL}
+
+
+def _copy_of_repo(root: Path) -> Path:
+    copy_root = root / "repo"
+    if not copy_root.exists():
+        shutil.copytree(REPO, copy_root, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "results", ".snakemake", "tests", "__pycache__", "benchmarks", "resources"))
+    return copy_root
+
+
+@pytest.mark.parametrize(("module", "expected"), [
+    ("report.py", {"build_report": 1, "all": 1}),
+    ("extract.py", {"extract_activations": 1, "fit_probe": 3, **TAIL}),
+])
+def test_code_edits(done, module, expected, tmp_path):
+    """Editing plotting code reruns only the report; editing extraction code is never ignored."""
+    repo = _copy_of_repo(tmp_path)
+    workdir = tmp_path / "run"
+    shutil.copytree(done["workdir"], workdir, symlinks=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(done["config"]))
+    command = [SNAKEMAKE, "-s", str(repo / "Snakefile"), "-d", str(workdir), "--configfile",
+               str(workdir / "config.yaml"), "--replace-workflow-config", "-n"]
+    before = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert job_counts(before.stdout + before.stderr) == {}, before.stdout[-2000:]
+    with open(repo / "src" / "emoprobe" / module, "a") as handle:
+        handle.write("\n# an edit\n")
+    after = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert job_counts(after.stdout + after.stderr) == expected
+
+
+def _run_until(workdir: Path, config: dict, appears: str, *extra: str) -> None:
+    """Start snakemake, kill -9 its whole process group once `appears` (a glob) exists."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+               str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "2", *extra]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(workdir.glob(appears)):
+        assert process.poll() is None, "the run ended before the moment to kill it"
+        assert time.monotonic() < deadline, f"{appears} never appeared"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _resume(workdir: Path, config: dict) -> None:
+    assert run_snakemake(workdir, config, "--unlock").returncode == 0
+    result = run_snakemake(workdir, config, "--rerun-incomplete")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_kill_during_extraction_then_rerun(done, tmp_path):
+    shard_dir = "results/activations/tiny/crowd_envent"
+    _run_until(tmp_path, done["config"], f"{shard_dir}/*.partial")
+    assert not list(tmp_path.glob(f"{shard_dir}/*.safetensors")), "a shard appeared before extraction finished"
+    _resume(tmp_path, done["config"])
+    assert read_metrics(tmp_path).equals(read_metrics(done["workdir"]))
+
+
+def test_kill_during_probe_then_rerun(done, tmp_path):
+    _run_until(tmp_path, done["config"], "results/logs/fit_probe/tiny/crowd_envent/*/*.log")
+    _resume(tmp_path, done["config"])
+    assert read_metrics(tmp_path).equals(read_metrics(done["workdir"]))
+
+
+def test_second_invocation_is_refused_by_the_lock(done, tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(done["config"]))
+    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+               str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "1"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((workdir / ".snakemake" / "locks").glob("*")):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = run_snakemake(workdir, done["config"])
+        assert second.returncode != 0
+        assert "Directory cannot be locked" in second.stdout + second.stderr
+    finally:
+        assert first.wait(timeout=600) == 0
+    assert read_metrics(workdir).equals(read_metrics(done["workdir"]))
+
+
+def test_two_runs_give_identical_metrics(done, tmp_path):
+    result = run_snakemake(tmp_path, done["config"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_metrics(tmp_path).equals(read_metrics(done["workdir"]))
+    probes = sorted((done["workdir"] / "results" / "probes").rglob("*.parquet"))
+    for path in probes:
+        twin = tmp_path / path.relative_to(done["workdir"])
+        assert pl.read_parquet(path).equals(pl.read_parquet(twin))
