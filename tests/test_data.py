@@ -79,3 +79,13 @@ def test_wrong_file_is_refused(tmp_path):
     bogus.write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match=r"columns \['emotion', 'hidden_emo_text', 'text_id'\] are missing"):
         crowd_envent.load(bogus)
+
+
+def test_max_rows_is_a_seeded_sample_in_file_order():
+    from emoprobe.data.prepare import subsample_rows
+
+    frame = crowd_envent.load(crowd_envent_path())
+    sample = subsample_rows(frame, 100, seed=3)
+    assert sample.height == 100 and sample["id"].to_list() == subsample_rows(frame, 100, seed=3)["id"].to_list()
+    positions = [frame["id"].to_list().index(i) for i in sample["id"].to_list()]
+    assert positions == sorted(positions)

@@ -53,6 +53,12 @@ def activation_dir(wildcards):
     return f"results/activations/{wildcards.model}/{wildcards.dataset}"
 
 
+def subsampled(dataset):
+    """Whether the dataset's prepared table depends on the seed."""
+    spec = config["datasets"][dataset]
+    return bool(spec["max_per_class"] or spec["max_rows"])
+
+
 def dataset_option(key):
     """Params function: the dataset's value of option `key`."""
     return lambda wildcards: config["datasets"][wildcards.dataset][key]

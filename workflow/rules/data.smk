@@ -8,7 +8,7 @@ rule prepare_dataset:
         template=lambda wc: TEMPLATE,
         code=code_fingerprint("prepare"),  # a function: the template's {text} is no wildcard
         # The seed only matters for a subsample; where raw files live never changes the table.
-        seed=lambda wc: config["seed"] if config["datasets"][wc.dataset]["max_per_class"] else None,
+        seed=lambda wc: config["seed"] if subsampled(wc.dataset) else None,
         cv_folds=prepare_cv_folds,  # only where bad_rows: drop drops classes too small for the CV
     log:
         "results/logs/prepare_dataset/{dataset}.log",

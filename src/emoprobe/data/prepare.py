@@ -29,7 +29,7 @@ LOADERS = {
 }
 
 # Options of every dataset type, with defaults.
-COMMON_OPTIONS = {"max_per_class": None, "official_split": False, "bad_rows": "error", "duplicate_texts": "keep"}
+COMMON_OPTIONS = {"max_per_class": None, "max_rows": None, "official_split": False, "bad_rows": "error", "duplicate_texts": "keep"}
 CHOICES = {"bad_rows": ("error", "drop"), "duplicate_texts": ("keep", "drop"), "official_split": (False, True)}
 
 PREPARED_COLUMNS = ("id", "text", "prompt", "label", "label_id")
@@ -149,6 +149,11 @@ def subsample_per_class(frame: pl.DataFrame, max_per_class: int, seed: int) -> p
     )
 
 
+def subsample_rows(frame: pl.DataFrame, max_rows: int, seed: int) -> pl.DataFrame:
+    """A seeded random sample of `max_rows` rows, in file order."""
+    return frame.with_row_index("_row").sample(n=max_rows, seed=seed).sort("_row").drop("_row")
+
+
 def build_prepared_table(frame: pl.DataFrame, labels: tuple[str, ...], template: str,
                          targets: tuple[str, ...] = ()) -> pl.DataFrame:
     """Add prompt and label_id columns and check the table is fit to probe (labels=() for no classes)."""
@@ -193,6 +198,8 @@ def prepare(dataset_spec: dict, template: str, seed: int, data_dir: str | None,
             raise DataError(f"max_per_class needs class labels, and this {spec['type']} dataset has none; "
                             "remove max_per_class.")
         frame = subsample_per_class(frame, spec["max_per_class"], seed)
+    if spec["max_rows"] and frame.height > spec["max_rows"]:
+        frame = subsample_rows(frame, spec["max_rows"], seed)
     if has_labels:
         frame = apply_row_checks(frame, class_size_checks(frame, cv_folds, spec["official_split"]), spec["bad_rows"])
     return build_prepared_table(frame, labels, template, targets)
