@@ -45,6 +45,11 @@ wildcard_constraints:
     position=r"-\d+",
 
 
+def on_retry(amount):
+    """Resource that grows with each attempt (retries: a job killed for memory or time asks for more)."""
+    return lambda wildcards, attempt: amount * attempt
+
+
 def prepared_table(wildcards):
     return f"results/data/{wildcards.dataset}.parquet"
 

@@ -13,8 +13,8 @@ rule prepare_dataset:
     log:
         "results/logs/prepare_dataset/{dataset}.log",
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=on_retry(2000),
+        runtime=on_retry(30),
     conda:
         "../../envs/emoprobe.yaml"
     script:

@@ -17,8 +17,8 @@ rule extract_activations:
         "results/benchmarks/extract_activations/{model}/{dataset}.tsv"
     threads: 8
     resources:
-        mem_mb=config["extraction"]["mem_mb"],
-        runtime=config["extraction"]["runtime"],
+        mem_mb=on_retry(config["extraction"]["mem_mb"]),
+        runtime=on_retry(config["extraction"]["runtime"]),
         gpu=0 if config["extraction"]["device"] == "cpu" else 1,
     conda:
         "../../envs/emoprobe.yaml"

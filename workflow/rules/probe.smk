@@ -16,8 +16,8 @@ rule fit_probe:
         "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/pos_{position}.log",
     threads: 1
     resources:
-        mem_mb=config["probe"]["mem_mb"],
-        runtime=config["probe"]["runtime"],
+        mem_mb=on_retry(config["probe"]["mem_mb"]),
+        runtime=on_retry(config["probe"]["runtime"]),
     conda:
         "../../envs/emoprobe.yaml"
     script:
@@ -39,8 +39,8 @@ rule fit_ridge:
         "results/logs/fit_ridge/{model}/{dataset}/layer_{layer}/pos_{position}.log",
     threads: 1
     resources:
-        mem_mb=config["probe"]["mem_mb"],
-        runtime=config["probe"]["runtime"],
+        mem_mb=on_retry(config["probe"]["mem_mb"]),
+        runtime=on_retry(config["probe"]["runtime"]),
     conda:
         "../../envs/emoprobe.yaml"
     script:
@@ -58,8 +58,8 @@ rule aggregate_metrics:
     log:
         "results/logs/aggregate_metrics.log",
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=on_retry(2000),
+        runtime=on_retry(15),
     conda:
         "../../envs/emoprobe.yaml"
     script:

@@ -27,8 +27,8 @@ rule build_report:
     log:
         "results/logs/build_report.log",
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=on_retry(2000),
+        runtime=on_retry(15),
     conda:
         "../../envs/emoprobe.yaml"
     script:
