@@ -13,7 +13,7 @@ echo "== extraction peak memory"
 $PY benchmarks/bench_extraction.py --memory --texts "$TEXTS" 2>/dev/null
 echo "== probe sweep: sklearn per (position, fold) vs batched torch"
 if [ -d "$SHARDS" ]; then
-  $PY benchmarks/bench_probes.py "$SHARDS" results/data/crowd_envent.parquet --layers 0 6 12 18 24 30
+  $PY benchmarks/bench_probes.py "$SHARDS" results/data/crowd_envent.parquet --layers 12 30
 else
   echo "skipped: $SHARDS missing (run 'make run' first)"
 fi
