@@ -160,7 +160,7 @@ def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[in
     run.gather_index = token_positions(mask, positions)
     run.captured = {}
     kwargs = {"input_ids": input_ids, "attention_mask": mask}
-    if accepts_position_ids and not bool(mask[:, -1].all()):
+    if accepts_position_ids and not bool(mask[:, 0].all()):
         # Left padding: positions must not count the pad tokens (right padding needs nothing).
         kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
     try:
