@@ -153,19 +153,22 @@ def pad_token_id(tokenizer) -> int:
 
 
 def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[int],
-                  accepts_position_ids: bool) -> dict[int, torch.Tensor]:
-    """One forward pass -> {layer: [B, P, H] float32 on CPU}."""
+                  accepted: frozenset[str]) -> dict[int, torch.Tensor]:
+    """One forward pass -> {layer: [B, P, H] float32 on CPU}; `accepted`: the optional forward()
+    keywords the model takes, looked up once per run rather than per batch."""
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
     run.gather_index = token_positions(mask, positions)
     run.captured = {}
     kwargs = {"input_ids": input_ids, "attention_mask": mask}
-    if accepts_position_ids and not bool(mask[:, 0].all()):
+    if "use_cache" in accepted:
+        kwargs["use_cache"] = False
+    if "position_ids" in accepted and not bool(mask[:, 0].all()):
         # Left padding: positions must not count the pad tokens (right padding needs nothing).
         kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
     try:
         with torch.inference_mode():
-            model(**kwargs, use_cache=False) if _accepts(model, "use_cache") else model(**kwargs)
+            model(**kwargs)
     except _StopForward:
         pass
     missing = sorted(set(run.layers) - set(run.captured))
@@ -198,7 +201,7 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     side = getattr(tokenizer, "padding_side", "right")
     pad_id = pad_token_id(tokenizer)
     run = HookedRun(transformer_blocks(model), layers)
-    accepts_position_ids = _accepts(model, "position_ids")
+    accepted = frozenset(name for name in ("position_ids", "use_cache") if _accepts(model, name))
     queue = length_sorted_batches([len(t) for t in token_lists], batch_size)
     bar = tqdm(total=len(token_lists), unit="text", disable=not progress, mininterval=5)
     with run:
@@ -206,7 +209,7 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
             rows = queue.pop(0)
             input_ids, mask = pad_batch([token_lists[i] for i in rows], pad_id, side)
             try:
-                captured = forward(model, run, input_ids, mask, positions, accepts_position_ids)
+                captured = forward(model, run, input_ids, mask, positions, accepted)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_out_of_memory(exc) or len(rows) == 1:
                     raise
