@@ -1,6 +1,7 @@
 # emoprobe: where is emotion linearly decodable inside a language model?
 #
-#   prepared dataset -> extraction (one job per model x dataset, one shard per layer)
+#   prepared dataset -> extraction (one job per model x dataset, one shard per layer; layers or
+#   positions added later get a job of their own)
 #   -> probes (one job per model x dataset x layer x position) -> metrics table -> report
 #
 # Run: snakemake --cores 2            (see README.md for SLURM and configuration)

@@ -5,7 +5,7 @@ loop (the baseline), with the torch backend one position at a time (as one workf
 job does: its 5 folds batched), and all positions at once, on the same folds; prints wall
 times, speedups over sklearn and the held-out accuracy of both backends.
 
-    python benchmarks/bench_probes.py results/activations/smollm2-135m-instruct/crowd_envent \
+    python benchmarks/bench_probes.py results/activations/smollm2-135m-instruct/crowd_envent/layers_0to30.positions_-5to-1 \
         results/data/crowd_envent.parquet --layers 0 6 12 18 24 30
 """
 

@@ -68,16 +68,41 @@ def test_adding_a_dataset(done):
     assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 3, **TAIL}
 
 
-def test_adding_a_layer_reextracts_that_model(done):
-    """A new layer needs a forward pass; the rewritten shard folder reruns that model's probes
-    (see README: marking the folder ancient() would hide the new probes from Snakemake)."""
+def test_adding_a_layer_extracts_and_probes_only_that_layer(done):
     config = changed(done["config"], "layers", [0, 1, 2, 3])
-    assert planned(done, config) == {"extract_activations": 1, "fit_probe": 4, **TAIL}
+    dry = run_snakemake(done["workdir"], config, "-n")
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 1, **TAIL}
+    assert "activations/tiny/crowd_envent/layers_3.positions_-1" in dry.stdout
+    assert "layer_3/pos_-1.parquet" in dry.stdout and "layer_2/pos_-1.parquet" not in dry.stdout.split("rule aggregate")[0]
 
 
-def test_adding_a_position_reextracts_that_model(done):
+def test_adding_a_position_extracts_and_probes_only_that_position(done):
     config = changed(done["config"], "positions", [-1, -2])
-    assert planned(done, config) == {"extract_activations": 1, "fit_probe": 6, **TAIL}
+    assert planned(done, config) == {"extract_activations": 1, "fit_probe": 3, **TAIL}
+
+
+def test_adding_a_layer_and_a_position_together(done):
+    """Layer 3 needs positions -1 and -2, layers 0-2 only -2: two parts, 5 probes."""
+    config = changed(changed(done["config"], "layers", [0, 1, 2, 3]), "positions", [-1, -2])
+    assert planned(done, config) == {"extract_activations": 2, "fit_probe": 5, **TAIL}
+
+
+def test_added_layer_then_full_run_reuses_every_part(done, tmp_path):
+    """After the new layer's part is extracted, the next run has nothing to do, and a removed
+    layer's part is simply not needed."""
+    workdir = tmp_path / "run"
+    shutil.copytree(done["workdir"], workdir, symlinks=True)
+    config = changed(done["config"], "layers", [0, 1, 2, 3])
+    result = run_snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parts = sorted(path.name for path in (workdir / "results/activations/tiny/crowd_envent").iterdir())
+    assert parts == ["layers_0to2.positions_-1", "layers_3.positions_-1"]
+    assert planned({"workdir": workdir}, config) == {}
+    assert planned({"workdir": workdir}, changed(config, "layers", [1, 3])) == {"aggregate_metrics": 1,
+                                                                            "build_report": 1, "all": 1}
+    metrics = read_metrics(workdir)
+    assert sorted(set(metrics["layer"])) == [0, 1, 2, 3]
+    assert metrics.filter(pl.col("layer") < 3).equals(read_metrics(done["workdir"]))
 
 
 def test_probe_setting_reruns_probes_not_extraction(done):
@@ -146,7 +171,7 @@ def _resume(workdir: Path, config: dict) -> None:
 
 
 def test_kill_during_extraction_then_rerun(done, tmp_path):
-    shard_dir = "results/activations/tiny/crowd_envent"
+    shard_dir = "results/activations/tiny/crowd_envent/*"
     _run_until(tmp_path, done["config"], f"{shard_dir}/*.partial")
     assert not list(tmp_path.glob(f"{shard_dir}/*.safetensors")), "a shard appeared before extraction finished"
     _resume(tmp_path, done["config"])

@@ -10,6 +10,7 @@ import pytest
 from safetensors import safe_open
 
 from emoprobe.data.sources import sha256_of
+from emoprobe.parts import part_name
 
 from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, make_tiny_model, read_metrics, run_snakemake
 
@@ -52,12 +53,13 @@ def test_shards_have_contract_shape_and_metadata(finished_run):
     results = finished_run["workdir"] / "results"
     table = pl.read_parquet(results / "data" / "crowd_envent.parquet")
     assert table.columns == ["id", "text", "prompt", "label", "label_id"] and table.height == 78
-    shard_dir = results / "activations" / "tiny-llama" / "crowd_envent"
+    (shard_dir,) = (results / "activations" / "tiny-llama" / "crowd_envent").iterdir()
+    assert shard_dir.name == part_name(range(4), POSITIONS)  # one part: every layer and position
     assert sorted(p.name for p in shard_dir.glob("*.safetensors")) == [f"layer_{i}.safetensors" for i in range(4)]
     with safe_open(str(shard_dir / "layer_2.safetensors"), framework="numpy") as handle:
         meta = handle.metadata()
         assert handle.get_slice("activations").get_shape() == [78, len(POSITIONS), 32]
-    assert meta["layer"] == "2" and meta["n_layers"] == "3" and json.loads(meta["positions"]) == POSITIONS
+    assert meta["layer"] == "2" and meta["n_layers"] == "3" and json.loads(meta["positions"]) == sorted(POSITIONS)
     assert meta["prepared_sha256"] == sha256_of(results / "data" / "crowd_envent.parquet")
     assert meta["source"] == "local" and meta["dtype"] == "float32" and meta["n_rows"] == "78"
     assert "{text}" in meta["prompt_template"]
@@ -117,10 +119,10 @@ def test_corrupt_shard_stops_the_probe_with_a_clear_message(finished_run, tmp_pa
     workdir = tmp_path / "copy"
     shutil.copytree(finished_run["workdir"] / "results", workdir / "results")
     shutil.copytree(finished_run["workdir"] / ".snakemake", workdir / ".snakemake")
-    shard = workdir / "results" / "activations" / "tiny-llama" / "crowd_envent" / "layer_1.safetensors"
+    (shard,) = (workdir / "results" / "activations" / "tiny-llama" / "crowd_envent").glob("*/layer_1.safetensors")
     shard.write_bytes(shard.read_bytes()[:1000])
     probe_output = workdir / "results" / "probes" / "tiny-llama" / "crowd_envent" / "layer_1" / "pos_-1.parquet"
-    result = run_snakemake(workdir, finished_run["config"], "--forcerun", "fit_probe", "--until", "fit_probe")
+    result = run_snakemake(workdir, finished_run["config"], str(probe_output.relative_to(workdir)), "--force")
     assert result.returncode != 0
     assert "layer_1.safetensors is unreadable" in result.stderr and "Delete it and rerun" in result.stderr
     assert not probe_output.exists()
@@ -168,6 +170,6 @@ def test_real_smollm2_finds_emotion_above_majority(tmp_path):
     majority = 1 / 13
     assert by_layer[0] == pytest.approx(majority, abs=0.02)  # every prompt ends in the same token
     assert max(by_layer.values()) > majority + 0.08
-    meta = safe_open(str(tmp_path / "results/activations/smollm2/crowd_envent/layer_30.safetensors"),
-                     framework="numpy").metadata()
+    (shard,) = tmp_path.glob("results/activations/smollm2/crowd_envent/*/layer_30.safetensors")
+    meta = safe_open(str(shard), framework="numpy").metadata()
     assert meta["quantisation"] == "Q4_1" and meta["revision"] == "0.1.2" and meta["n_layers"] == "30"

@@ -13,6 +13,7 @@ from emoprobe.config import resolve_layers, resolve_template, validate_config
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import LayerCountCache
+from emoprobe.parts import PART_PATTERN, parse_part, plan_parts
 from emoprobe.provenance import code_fingerprint
 
 try:
@@ -43,6 +44,7 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     layer=r"\d+",
     position=r"-\d+",
+    part=PART_PATTERN,
 
 
 def on_retry(amount):
@@ -54,8 +56,39 @@ def prepared_table(wildcards):
     return f"results/data/{wildcards.dataset}.parquet"
 
 
-def activation_dir(wildcards):
-    return f"results/activations/{wildcards.model}/{wildcards.dataset}"
+def _parts_on_disk(model, dataset):
+    folder = Path("results/activations") / model / dataset
+    return [entry.name for entry in folder.iterdir() if entry.is_dir()] if folder.is_dir() else []
+
+
+# Which extraction part (one job's shard folder, see emoprobe.parts) holds each (layer, position):
+# parts already on disk keep serving the pairs they hold, so adding layers or positions plans
+# new parts for just the new pairs and leaves every fitted probe alone.
+PARTS = {
+    (model, dataset): plan_parts(LAYERS[model], POSITIONS, _parts_on_disk(model, dataset), N_LAYERS[model])
+    for model in MODELS
+    for dataset in DATASETS
+}
+
+
+def activation_part(wildcards):
+    """The shard folder holding the job's layer and position."""
+    key = (int(wildcards.layer), int(wildcards.position))
+    part = PARTS[wildcards.model, wildcards.dataset].get(key)
+    if part is None:
+        raise WorkflowError(f"layer {key[0]} position {key[1]} of model '{wildcards.model}' is not in the "
+                            "config's `layers` x `positions`; add it there to probe it.")
+    return f"results/activations/{wildcards.model}/{wildcards.dataset}/{part}"
+
+
+def part_layers(wildcards):
+    """An extraction part's layers, checked against the model's depth."""
+    layers = list(parse_part(wildcards.part)[0])
+    try:
+        resolve_layers(layers, N_LAYERS[wildcards.model], wildcards.model)
+    except EmoprobeError as error:
+        raise WorkflowError(str(error)) from None
+    return layers
 
 
 def subsampled(dataset):

@@ -2,19 +2,20 @@ rule extract_activations:
     input:
         table=prepared_table,
     output:
-        shards=directory("results/activations/{model}/{dataset}"),
+        shards=directory("results/activations/{model}/{dataset}/{part}"),
     params:
         model=lambda wc: config["models"][wc.model],
         n_layers=lambda wc: N_LAYERS[wc.model],
-        layers=lambda wc: LAYERS[wc.model],
-        positions=POSITIONS,
+        # From the part's name, never the config: adding layers elsewhere leaves this job alone.
+        layers=part_layers,
+        positions=lambda wc: list(parse_part(wc.part)[1]),
         template=lambda wc: TEMPLATE,
         code=code_fingerprint("extract"),  # a function: the template's {text} is no wildcard
         device=config["extraction"]["device"],
     log:
-        "results/logs/extract_activations/{model}/{dataset}.log",
+        "results/logs/extract_activations/{model}/{dataset}/{part}.log",
     benchmark:
-        "results/benchmarks/extract_activations/{model}/{dataset}.tsv"
+        "results/benchmarks/extract_activations/{model}/{dataset}/{part}.tsv"
     threads: 8
     resources:
         mem_mb=on_retry(config["extraction"]["mem_mb"]),

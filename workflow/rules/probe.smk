@@ -1,6 +1,6 @@
 rule fit_probe:
     input:
-        shards=activation_dir,
+        shards=activation_part,
         table=prepared_table,
     output:
         scores="results/probes/{model}/{dataset}/layer_{layer}/pos_{position}.parquet",
@@ -26,7 +26,7 @@ rule fit_probe:
 
 rule fit_ridge:
     input:
-        shards=activation_dir,
+        shards=activation_part,
         table=prepared_table,
     output:
         scores="results/probes/{model}/{dataset}/layer_{layer}/pos_{position}.ridge.parquet",

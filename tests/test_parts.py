@@ -1,0 +1,52 @@
+"""Extraction parts: names round-trip, and plans reuse what is on disk and cover exactly the rest."""
+
+from __future__ import annotations
+
+import pytest
+
+from emoprobe.errors import ConfigError
+from emoprobe.parts import parse_part, part_name, plan_parts
+
+
+@pytest.mark.parametrize(("layers", "positions", "name"), [
+    (range(31), [-1, -2, -3, -4, -5], "layers_0to30.positions_-5to-1"),
+    ([0, 1, 2, 5, 7, 8], [-1], "layers_0to2+5+7to8.positions_-1"),
+    ([12], [-6, -1, -2], "layers_12.positions_-6+-2to-1"),
+])
+def test_names_round_trip(layers, positions, name):
+    assert part_name(layers, positions) == name
+    assert parse_part(name) == (tuple(sorted(layers)), tuple(sorted(positions)))
+
+
+@pytest.mark.parametrize("name", ["layers_0to30", "layers_a.positions_-1", "layers_1.positions_1", "../x"])
+def test_a_bad_name_is_refused(name):
+    with pytest.raises(ConfigError, match="not an activation part name"):
+        parse_part(name)
+
+
+def _parts(plan):
+    return sorted(set(plan.values()))
+
+
+def test_first_run_is_one_part():
+    plan = plan_parts(range(31), [-1, -2], [], n_layers=30)
+    assert _parts(plan) == ["layers_0to30.positions_-2to-1"] and len(plan) == 62
+
+
+def test_new_layers_and_positions_get_new_parts_and_old_ones_are_kept():
+    plan = plan_parts(range(32), [-1, -2, -6], ["layers_0to30.positions_-5to-1", "unrelated"], n_layers=31)
+    assert _parts(plan) == ["layers_0to30.positions_-5to-1", "layers_0to30.positions_-6",
+                            "layers_31.positions_-6+-2to-1"]
+    assert plan[(5, -2)] == "layers_0to30.positions_-5to-1" and plan[(5, -6)] == "layers_0to30.positions_-6"
+    assert len(plan) == 32 * 3
+
+
+def test_overlapping_parts_resolve_by_name_order_and_unused_parts_are_left_out():
+    existing = ["layers_3to5.positions_-1", "layers_0to5.positions_-1", "layers_9.positions_-1"]
+    plan = plan_parts([3, 4], [-1], existing, n_layers=12)
+    assert set(plan.values()) == {"layers_0to5.positions_-1"}
+
+
+def test_parts_deeper_than_the_model_are_ignored():
+    plan = plan_parts([0, 1], [-1], ["layers_0to30.positions_-1"], n_layers=4)
+    assert _parts(plan) == ["layers_0to1.positions_-1"]
