@@ -87,3 +87,29 @@ def test_official_split_folds_are_used():
     test = np.arange(len(y)) % 4 == 0
     scores = cross_validate_probe(X, y, folds=[(np.flatnonzero(~test), np.flatnonzero(test))])
     assert scores["fold"].unique().to_list() == [0] and _mean(scores, "logreg", "accuracy") > 0.95
+
+
+def test_preconditioning_keeps_the_optimum_and_cuts_the_steps(caplog):
+    """Correlated features (as hidden states are): the same predictions, far fewer L-BFGS steps."""
+    import logging
+
+    from emoprobe.probes import fit_predict_torch, stratified_folds
+
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(4), 75)
+    latent = rng.normal(size=(300, 60)) * np.geomspace(1, 1e-2, 60)  # a few dominant directions
+    latent[:, :5] += rng.normal(size=(4, 5))[y] * 0.5
+    X = latent @ np.linalg.qr(rng.normal(size=(60, 60)))[0]  # ... spread over every feature
+    folds = stratified_folds(y, 3, 0)
+    steps = {}
+    for precondition in (False, True):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="emoprobe.probes"):
+            predicted = fit_predict_torch(X, y, folds, precondition=precondition)[0]
+        (message,) = [r.getMessage() for r in caplog.records if "L-BFGS steps" in r.getMessage()]
+        steps[precondition] = int(message.rsplit("max ", 1)[1])
+        assert "stopped at max_iter" not in caplog.text
+        if precondition:
+            assert (predicted == plain).mean() > 0.98
+        plain = predicted
+    assert steps[True] * 2 < steps[False], steps

@@ -109,21 +109,25 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
 
 
 def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, tolerance: float,
-                  history: int = 10) -> tuple["torch.Tensor", "torch.Tensor"]:
+                  history: int = 10, gradient_size=None) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Minimise G independent smooth problems at once: theta [G, D] -> (theta*, n_iter [G]).
 
-    L-BFGS with a per-problem two-loop recursion, per-problem Armijo backtracking and a
-    per-problem stop once max |gradient| < tolerance (as scipy's pgtol in sklearn), so one
-    slow problem never slows the others' steps. value_and_grad(theta) -> (f [G], grad [G, D]).
+    L-BFGS with a per-problem two-loop recursion, per-problem backtracking (Armijo, or the
+    approximate Wolfe condition once f stalls at float32 precision) and a
+    per-problem stop once gradient_size(grad) < tolerance (default max |gradient|, as scipy's
+    pgtol in sklearn), so one slow problem never slows the others' steps.
+    value_and_grad(theta) -> (f [G], grad [G, D]).
     """
     import torch
+
+    gradient_size = gradient_size or (lambda g: g.abs().amax(1))
 
     n_problems = theta.shape[0]
     S = torch.zeros((history, *theta.shape), dtype=theta.dtype, device=theta.device)
     Y = torch.zeros_like(S)
     rho = torch.zeros((history, n_problems), dtype=theta.dtype, device=theta.device)
     f, g = value_and_grad(theta)
-    active = g.abs().amax(1) > tolerance
+    active = gradient_size(g) > tolerance
     n_iter = torch.zeros(n_problems, dtype=torch.long, device=theta.device)
     gamma = 1.0 / g.norm(dim=1).clamp_min(1.0)
     for it in range(max_iter):
@@ -147,7 +151,12 @@ def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, toleranc
         step = torch.ones_like(f)
         for _ in range(30):
             f_new, g_new = value_and_grad(theta + step[:, None] * direction)
-            accepted = (f_new <= f + 1e-4 * step * slope) | ~active
+            armijo = f_new <= f + 1e-4 * step * slope
+            # Near the optimum the decrease drops below float32 rounding of f; accept a step
+            # that keeps f within that noise if the slope along the line says it did not
+            # overshoot (Hager and Zhang's approximate Wolfe condition, delta = 0.1).
+            approximate_wolfe = (f_new <= f + 1e-6 * f.abs()) & ((g_new * direction).sum(1) <= -0.8 * slope)
+            accepted = armijo | approximate_wolfe | ~active
             if bool(accepted.all()):
                 break
             step = torch.where(accepted, step, step * 0.5)
@@ -164,18 +173,24 @@ def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, toleranc
         f = torch.where(active, f_new, f)
         g = torch.where(active[:, None], g_new, g)
         n_iter += active.long()
-        active = active & (g.abs().amax(1) > tolerance)
+        active = active & (gradient_size(g) > tolerance)
     return theta, n_iter
 
 
 def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
-                      device: str | None = None, tolerance: float = 1e-4) -> np.ndarray:
+                      device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> np.ndarray:
     """Out-of-fold predictions for every (position, fold) problem, all fitted at once in torch.
 
     X is [P, N, H] (or [N, H]); returns predictions [P, N]. Each problem minimises sklearn's
     LogisticRegression(C) objective on inputs standardised with its training rows: mean
-    cross-entropy + ||W||^2 / (2 C n_train), intercept unpenalised. Standardisation is folded
-    into the weights, so each position's folds share one matrix product with the raw X.
+    cross-entropy + ||W||^2 / (2 C n_train), intercept unpenalised, and stops as sklearn does,
+    once max |dObjective/dW| < tolerance. Standardisation is folded into the weights, so each
+    position's folds share one matrix product with the raw X.
+
+    With `precondition`, L-BFGS works on V with W = M V, M = (R / K + lambda I)^(-1/2) from
+    the correlation R of the position's features: the same objective and optimum, but M
+    roughly undoes the Hessian's data term, so the strongly correlated hidden states of a
+    language model need far fewer steps.
     """
     import torch
 
@@ -199,10 +214,16 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
     penalty = (1.0 / (2 * C * n_train)).float()                                       # [F]
     y_t = torch.as_tensor(y_index, device=device)
     onehot = torch.nn.functional.one_hot(y_t, k).float()                              # [N, K]
+    M, M_inv = _preconditioner(X_t, k, 2 * float(penalty.mean()), precondition)       # [P, H, H]
+
+    def split(theta):
+        theta = theta.reshape(n_positions, n_folds, -1)
+        V = theta[..., : h * k].reshape(n_positions, n_folds, h, k)
+        b = theta[..., h * k:]
+        return (V if M is None else torch.einsum("phj,pfjk->pfhk", M, V)), b
 
     def logits_of(theta):
-        W = theta[..., : h * k].reshape(n_positions, n_folds, h, k)
-        b = theta[..., h * k:].reshape(n_positions, n_folds, k)
+        W, b = split(theta)
         W_raw = W * inv_scale[..., None]                                              # z W = x W_raw + b_shift
         b_raw = b - torch.einsum("pfh,pfhk->pfk", mean, W_raw)
         W_cat = W_raw.permute(0, 2, 1, 3).reshape(n_positions, h, n_folds * k)
@@ -211,21 +232,47 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
 
     def value_and_grad(theta):
         theta = theta.detach().requires_grad_(True)
-        logits, W = logits_of(theta.reshape(n_positions, n_folds, -1))
+        logits, W = logits_of(theta)
         nll = torch.logsumexp(logits, -1) - (logits * onehot[None, :, None]).sum(-1)   # [P, N, F]
         loss = torch.einsum("pnf,fn->pf", nll, weight) + penalty * (W * W).sum((2, 3))
         (grad,) = torch.autograd.grad(loss.sum(), theta)
         return loss.detach().reshape(-1), grad
 
+    def gradient_size(grad):
+        """max |dObjective/dW|, the criterion sklearn stops on, whatever the parametrisation."""
+        grad = grad.reshape(n_positions, n_folds, -1)
+        grad_W = grad[..., : h * k].reshape(n_positions, n_folds, h, k)
+        if M_inv is not None:
+            grad_W = torch.einsum("phj,pfjk->pfhk", M_inv, grad_W)
+        return torch.maximum(grad_W.abs().amax((2, 3)), grad[..., h * k:].abs().amax(2)).reshape(-1)
+
     theta0 = torch.zeros((n_positions * n_folds, h * k + k), device=device)
-    theta, n_iter = batched_lbfgs(value_and_grad, theta0, max_iter, tolerance)
+    theta, n_iter = batched_lbfgs(value_and_grad, theta0, max_iter, tolerance, gradient_size=gradient_size)
+    log.info("L-BFGS steps per (position, fold) problem: median %d, max %d", int(n_iter.median()), int(n_iter.max()))
     if bool((n_iter >= max_iter).any()):
         log.warning("%d of %d (position, fold) problems stopped at max_iter=%d before converging",
                     int((n_iter >= max_iter).sum()), len(n_iter), max_iter)
     with torch.no_grad():
-        logits, _ = logits_of(theta.reshape(n_positions, n_folds, -1))
+        logits, _ = logits_of(theta)
         predicted = logits.argmax(-1).cpu().numpy()                                   # [P, N, F]
     out = np.empty((n_positions, n), dtype=classes.dtype)
     for f, (_, test) in enumerate(folds):
         out[:, test] = classes[predicted[:, test, f]]
     return out
+
+
+def _preconditioner(X: "torch.Tensor", n_classes: int, ridge: float, enabled: bool):
+    """(M, M^-1) per position, M = (R / K + ridge I)^(-1/2), R the features' correlation over
+    all rows (labels unused; it only steers the optimiser); (None, None) when not enabled."""
+    import torch
+
+    if not enabled:
+        return None, None
+    centred = X - X.mean(1, keepdim=True)
+    standardised = centred * centred.square().mean(1, keepdim=True).clamp_min(1e-12).rsqrt()
+    correlation = (standardised.transpose(1, 2) @ standardised).double() / X.shape[1]    # [P, H, H]
+    eigenvalues, U = torch.linalg.eigh(correlation)
+    scale = (eigenvalues.clamp_min(0) / n_classes + ridge).rsqrt()
+    M = (U * scale[:, None, :]) @ U.transpose(1, 2)
+    M_inv = (U / scale[:, None, :]) @ U.transpose(1, 2)
+    return M.float(), M_inv.float()
