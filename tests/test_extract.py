@@ -10,7 +10,7 @@ import torch
 
 from emoprobe import models
 from emoprobe.errors import ExtractionError
-from emoprobe.extract import extract, extract_to_shards, token_positions
+from emoprobe.extract import extract, extract_to_shards, length_sorted_batches, token_positions
 from emoprobe.shards import read_metadata, read_position
 
 from .conftest import FAMILIES
@@ -22,7 +22,7 @@ def _load(directory):
     return models.load({"source": "local", "path": str(directory)}, torch.device("cpu"))
 
 
-def _collect(model, tokenizer, prompts, ids, layers, batch_size, forward=None):
+def _collect(model, tokenizer, prompts, ids, layers, batch_size, forward=None, batch_tokens=None):
     hidden = model.config.hidden_size
     out = {layer: np.full((len(prompts), len(POSITIONS), hidden), np.nan, np.float32) for layer in layers}
 
@@ -31,7 +31,8 @@ def _collect(model, tokenizer, prompts, ids, layers, batch_size, forward=None):
             out[layer][rows] = values.numpy()
 
     kwargs = {"forward": forward} if forward else {}
-    extract(model, tokenizer, prompts, ids, layers, POSITIONS, batch_size, sink, progress=False, **kwargs)
+    extract(model, tokenizer, prompts, ids, layers, POSITIONS, batch_size, sink, progress=False,
+            batch_tokens=batch_tokens, **kwargs)
     return out
 
 
@@ -40,6 +41,22 @@ def test_token_positions_left_and_right_padding():
     left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     assert token_positions(right, [-1, -3]).tolist() == [[2, 0], [4, 2]]
     assert token_positions(left, [-1, -3]).tolist() == [[4, 2], [4, 2]]
+
+
+def test_token_budget_batches():
+    """Every row once, longest first; no batch over the row or token limit unless a text alone is."""
+    lengths = np.array([5, 40, 7, 7, 300, 12, 7, 9, 40, 6] * 5)
+    batches = length_sorted_batches(lengths, batch_size=8, batch_tokens=64)
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == list(range(len(lengths)))
+    assert (np.diff(lengths[order]) <= 0).all()
+    for rows in batches:
+        assert len(rows) <= 8
+        assert len(rows) * lengths[rows].max() <= 64 or len(rows) == 1
+    assert [len(rows) for rows in batches][:6] == [1, 1, 1, 1, 1, 1]  # 300 and 40 tokens: one per batch
+    assert max(len(rows) for rows in batches) == 8  # short texts fill the row limit
+    subset = length_sorted_batches(lengths, batch_size=8, batch_tokens=64, rows=[0, 1, 2])
+    assert [rows.tolist() for rows in subset] == [[1], [2, 0]]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -52,11 +69,13 @@ def test_batched_equals_one_at_a_time(tiny_models, crowd_envent_slice, family, s
     layers = list(range(model.config.num_hidden_layers + 1))
     batched = _collect(model, tokenizer, prompts, ids, layers, batch_size=7)
     single = _collect(model, tokenizer, prompts, ids, layers, batch_size=1)
+    by_tokens = _collect(model, tokenizer, prompts, ids, layers, batch_size=64, batch_tokens=300)
     lengths = [len(t) for t in tokenizer(prompts)["input_ids"]]
     assert len(set(lengths)) > 5, "the slice must mix prompt lengths so that padding happens"
     for layer in layers:
         assert not np.isnan(batched[layer]).any()
         np.testing.assert_allclose(batched[layer], single[layer], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(by_tokens[layer], single[layer], atol=1e-4, rtol=0)
     # The agreement is meaningful: texts differ from each other far more than batching moves them.
     last = batched[layers[-1]][:, 0]
     spread = np.abs(last - last.mean(axis=0)).max()

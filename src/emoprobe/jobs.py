@@ -61,17 +61,21 @@ def extract_activations(smk) -> None:
 
     from . import models
     from .data.sources import sha256_of
-    from .extract import extract_to_shards
+    from .extract import extract_to_shards, keep_freed_memory_mapped
 
     p = smk.params
     torch.set_num_threads(max(1, smk.threads))
     table = pl.read_parquet(smk.input.table)
     device = models.pick_device(p.device)
     tokenizer, model, resolved = models.load(p.model, device)
-    batch_size = smk.config["extraction"]["batch_size"]  # not a param: it never changes results
-    batch_size = batch_size if batch_size != "auto" else (64 if device.type == "cuda" else 16)
-    log.info("model %s on %s, %d texts, layers %s, positions %s, batch %d", resolved.model_id,
-             device, table.height, p.layers, p.positions, batch_size)
+    # Batch limits are not params: they never change results, so they never trigger reruns.
+    limits = {key: smk.config["extraction"][key] for key in ("batch_size", "batch_tokens")}
+    auto = {"batch_size": (256, 64), "batch_tokens": (16384, 1024)}
+    batch_size, batch_tokens = (auto[key][device.type != "cuda"] if value == "auto" else value
+                                for key, value in limits.items())
+    log.info("model %s on %s, %d texts, layers %s, positions %s, batches of at most %d texts and %d tokens",
+             resolved.model_id, device, table.height, p.layers, p.positions, batch_size, batch_tokens)
+    keep_freed_memory_mapped()
     out_dir = Path(smk.output.shards)
     metadata = {
         "model_name": smk.wildcards.model, "model_id": resolved.model_id, "source": resolved.source,
@@ -82,7 +86,7 @@ def extract_activations(smk) -> None:
     }
     extract_to_shards(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(),
                       p.layers, p.positions, batch_size,
-                      lambda layer: str(out_dir / f"layer_{layer}.safetensors"), metadata)
+                      lambda layer: str(out_dir / f"layer_{layer}.safetensors"), metadata, batch_tokens=batch_tokens)
 
 
 def _probe_input(smk) -> tuple:
