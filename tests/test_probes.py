@@ -113,3 +113,19 @@ def test_preconditioning_keeps_the_optimum_and_cuts_the_steps(caplog):
             assert (predicted == plain).mean() > 0.98
         plain = predicted
     assert steps[True] * 2 < steps[False], steps
+
+
+def test_constant_features_get_no_weight_in_either_backend(caplog):
+    """Every prompt ending in the same token gives identical rows: both backends predict the
+    majority class, and the torch one converges at once instead of chasing rounding noise."""
+    import logging
+
+    y = np.repeat(np.arange(3), [3000, 1800, 1200])
+    X = np.tile(np.random.default_rng(0).normal(size=64).astype(np.float32) * 3, (len(y), 1))
+    with caplog.at_level(logging.INFO, logger="emoprobe.probes"):
+        torch_scores = cross_validate_probe(X, y, cv_folds=5, backend="torch")
+    steps = int(next(r.getMessage() for r in caplog.records if "L-BFGS steps" in r.getMessage()).rsplit("max ", 1)[1])
+    assert steps < 50
+    sklearn_scores = cross_validate_probe(X, y, cv_folds=5, backend="sklearn")
+    for scores in (torch_scores, sklearn_scores):
+        assert _mean(scores, "logreg", "accuracy") == pytest.approx(0.5)

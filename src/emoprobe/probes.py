@@ -160,6 +160,9 @@ def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, toleranc
             if bool(accepted.all()):
                 break
             step = torch.where(accepted, step, step * 0.5)
+        else:  # no acceptable step: stop those problems where they are (as scipy's L-BFGS-B does)
+            log.warning("%d problems stopped: the line search found no decrease", int((~accepted).sum()))
+            active = active & accepted
         s_new = step[:, None] * direction
         y_new = g_new - g
         sy = (s_new * y_new).sum(1)
@@ -204,17 +207,21 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
     for f, (rows, _) in enumerate(folds):
         train[f, torch.as_tensor(rows, device=device)] = 1.0
     n_train = train.sum(1)                                                            # [F]
-    X64 = X_t.double()
-    mean = torch.einsum("fn,pnh->pfh", train, X64) / n_train[None, :, None]          # [P, F, H]
-    var = torch.einsum("fn,pnh->pfh", train, X64 * X64) / n_train[None, :, None] - mean ** 2
-    del X64
-    inv_scale = torch.where(var > 1e-12, var.clamp_min(1e-12).rsqrt(), torch.ones_like(var)).float()
+    centre = X_t.double().mean(1, keepdim=True)                                      # [P, 1, H]
+    centred = X_t.double() - centre  # fold moments of centred values: no cancellation in var
+    mean = torch.einsum("fn,pnh->pfh", train, centred) / n_train[None, :, None]      # [P, F, H]
+    var = torch.einsum("fn,pnh->pfh", train, centred * centred) / n_train[None, :, None] - mean ** 2
+    mean = mean + centre
+    # A feature constant over the training rows (up to rounding, sklearn's test) is 0 once
+    # standardised, so it gets no weight at all (e.g. every prompt ending in the same token).
+    inv_scale = torch.where(_constant(var, mean, n_train[None, :, None]), 0.0, var.rsqrt()).float()
     mean = mean.float()
     weight = (train / n_train[:, None]).float()                                       # [F, N]
     penalty = (1.0 / (2 * C * n_train)).float()                                       # [F]
     y_t = torch.as_tensor(y_index, device=device)
     onehot = torch.nn.functional.one_hot(y_t, k).float()                              # [N, K]
-    M, M_inv = _preconditioner(X_t, k, 2 * float(penalty.mean()), precondition)       # [P, H, H]
+    M, M_inv = _preconditioner(centred, centre, k, 2 * float(penalty.mean()), precondition)  # [P, H, H]
+    del centred
 
     def split(theta):
         theta = theta.reshape(n_positions, n_folds, -1)
@@ -261,16 +268,26 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
     return out
 
 
-def _preconditioner(X: "torch.Tensor", n_classes: int, ridge: float, enabled: bool):
-    """(M, M^-1) per position, M = (R / K + ridge I)^(-1/2), R the features' correlation over
-    all rows (labels unused; it only steers the optimiser); (None, None) when not enabled."""
+def _constant(var, mean, n):
+    """Features whose variance is rounding noise (sklearn's StandardScaler test)."""
+    import torch
+
+    return var <= n * torch.finfo(torch.float64).eps * var + (n * mean * torch.finfo(torch.float64).eps) ** 2
+
+
+def _preconditioner(centred: "torch.Tensor", centre: "torch.Tensor", n_classes: int, ridge: float,
+                    enabled: bool):
+    """(M, M^-1) per position, M = (R / K + ridge I)^(-1/2), R the correlation of the features
+    (`centred` [P, N, H] float64, less their means `centre`) over all rows (labels unused: it only steers the
+    optimiser); (None, None) when not enabled."""
     import torch
 
     if not enabled:
         return None, None
-    centred = X - X.mean(1, keepdim=True)
-    standardised = centred * centred.square().mean(1, keepdim=True).clamp_min(1e-12).rsqrt()
-    correlation = (standardised.transpose(1, 2) @ standardised).double() / X.shape[1]    # [P, H, H]
+    var = centred.square().mean(1, keepdim=True)
+    inv_std = torch.where(_constant(var, centre, centred.shape[1]), 0.0, var.rsqrt())
+    standardised = (centred * inv_std).float()
+    correlation = (standardised.transpose(1, 2) @ standardised).double() / centred.shape[1]  # [P, H, H]
     eigenvalues, U = torch.linalg.eigh(correlation)
     scale = (eigenvalues.clamp_min(0) / n_classes + ridge).rsqrt()
     M = (U * scale[:, None, :]) @ U.transpose(1, 2)
