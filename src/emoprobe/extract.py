@@ -141,11 +141,6 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, batch_tokens:
     return batches
 
 
-def chunk(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Consecutive slices of `order` of at most `batch_size` rows."""
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def pad_batch(token_lists: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token id lists to one length on `side` ("left" or "right")."""
     width = max(len(t) for t in token_lists)
@@ -169,15 +164,17 @@ def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[in
                   accepted: frozenset[str]) -> dict[int, torch.Tensor]:
     """One forward pass -> {layer: [B, P, H] float32 on CPU}; `accepted`: the optional forward()
     keywords the model takes, looked up once per run rather than per batch."""
+    # Padding is checked on the host mask, before the copy: no device sync per batch.
+    unpadded, left_padded = bool(mask.all()), not bool(mask[:, 0].all())
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
     run.gather_index = token_positions(mask, positions)
     run.captured = {}
     # A batch without padding needs no mask: attention then takes its plain causal path.
-    kwargs = {"input_ids": input_ids} if bool(mask.all()) else {"input_ids": input_ids, "attention_mask": mask}
+    kwargs = {"input_ids": input_ids} if unpadded else {"input_ids": input_ids, "attention_mask": mask}
     if "use_cache" in accepted:
         kwargs["use_cache"] = False
-    if "position_ids" in accepted and not bool(mask[:, 0].all()):
+    if "position_ids" in accepted and left_padded:
         # Left padding: positions must not count the pad tokens (right padding needs nothing).
         kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
     try:

@@ -56,6 +56,10 @@ def prepare_dataset(smk) -> None:
     table.write_parquet(smk.output.table)
 
 
+# extraction.batch_size / batch_tokens: "auto" by device (see the config schema).
+AUTO_BATCH_LIMITS = {"cuda": {"batch_size": 256, "batch_tokens": 16384}, "cpu": {"batch_size": 64, "batch_tokens": 1024}}
+
+
 def extract_activations(smk) -> None:
     import torch
 
@@ -69,10 +73,9 @@ def extract_activations(smk) -> None:
     device = models.pick_device(p.device)
     tokenizer, model, resolved = models.load(p.model, device)
     # Batch limits are not params: they never change results, so they never trigger reruns.
-    limits = {key: smk.config["extraction"][key] for key in ("batch_size", "batch_tokens")}
-    auto = {"batch_size": (256, 64), "batch_tokens": (16384, 1024)}
-    batch_size, batch_tokens = (auto[key][device.type != "cuda"] if value == "auto" else value
-                                for key, value in limits.items())
+    auto = AUTO_BATCH_LIMITS["cuda" if device.type == "cuda" else "cpu"]
+    batch_size, batch_tokens = (value if (value := smk.config["extraction"][key]) != "auto" else auto[key]
+                                for key in ("batch_size", "batch_tokens"))
     log.info("model %s on %s, %d texts, layers %s, positions %s, batches of at most %d texts and %d tokens",
              resolved.model_id, device, table.height, p.layers, p.positions, batch_size, batch_tokens)
     keep_freed_memory_mapped()

@@ -62,9 +62,10 @@ def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterab
     wanted = {(layer, position) for layer in layers for position in positions}
     owner: dict[tuple[int, int], str] = {}
     for name in sorted(existing):
-        if not re.fullmatch(PART_PATTERN, name):
-            continue
-        part_layers, part_positions = parse_part(name)
+        try:
+            part_layers, part_positions = parse_part(name)
+        except ConfigError:
+            continue  # not a part folder
         if max(part_layers) > n_layers:
             continue
         for pair in wanted.difference(owner).intersection(

@@ -207,8 +207,10 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
     for f, (rows, _) in enumerate(folds):
         train[f, torch.as_tensor(rows, device=device)] = 1.0
     n_train = train.sum(1)                                                            # [F]
-    centre = X_t.double().mean(1, keepdim=True)                                      # [P, 1, H]
-    centred = X_t.double() - centre  # fold moments of centred values: no cancellation in var
+    X64 = X_t.double()
+    centre = X64.mean(1, keepdim=True)                                                # [P, 1, H]
+    centred = X64 - centre  # fold moments of centred values: no cancellation in var
+    del X64
     mean = torch.einsum("fn,pnh->pfh", train, centred) / n_train[None, :, None]      # [P, F, H]
     var = torch.einsum("fn,pnh->pfh", train, centred * centred) / n_train[None, :, None] - mean ** 2
     mean = mean + centre
@@ -220,7 +222,8 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
     penalty = (1.0 / (2 * C * n_train)).float()                                       # [F]
     y_t = torch.as_tensor(y_index, device=device)
     onehot = torch.nn.functional.one_hot(y_t, k).float()                              # [N, K]
-    M, M_inv = _preconditioner(centred, centre, k, 2 * float(penalty.mean()), precondition)  # [P, H, H]
+    M, M_inv = (_preconditioner(centred, centre, k, 2 * float(penalty.mean())) if precondition
+                else (None, None))                                                    # [P, H, H]
     del centred
 
     def split(theta):
@@ -275,15 +278,12 @@ def _constant(var, mean, n):
     return var <= n * torch.finfo(torch.float64).eps * var + (n * mean * torch.finfo(torch.float64).eps) ** 2
 
 
-def _preconditioner(centred: "torch.Tensor", centre: "torch.Tensor", n_classes: int, ridge: float,
-                    enabled: bool):
+def _preconditioner(centred: "torch.Tensor", centre: "torch.Tensor", n_classes: int, ridge: float):
     """(M, M^-1) per position, M = (R / K + ridge I)^(-1/2), R the correlation of the features
-    (`centred` [P, N, H] float64, less their means `centre`) over all rows (labels unused: it only steers the
-    optimiser); (None, None) when not enabled."""
+    (`centred` [P, N, H] float64, less their means `centre`) over all rows (labels unused: it
+    only steers the optimiser)."""
     import torch
 
-    if not enabled:
-        return None, None
     var = centred.square().mean(1, keepdim=True)
     inv_std = torch.where(_constant(var, centre, centred.shape[1]), 0.0, var.rsqrt())
     standardised = (centred * inv_std).float()
