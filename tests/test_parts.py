@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emoprobe.errors import ConfigError
-from emoprobe.parts import parse_part, part_name, plan_parts
+from emoprobe.parts import parse_part, parse_positions, part_name, part_positions, plan_parts
 
 
 @pytest.mark.parametrize(("layers", "positions", "name"), [
@@ -50,3 +50,23 @@ def test_overlapping_parts_resolve_by_name_order_and_unused_parts_are_left_out()
 def test_parts_deeper_than_the_model_are_ignored():
     plan = plan_parts([0, 1], [-1], ["layers_0to30.positions_-1"], n_layers=4)
     assert _parts(plan) == ["layers_0to1.positions_-1"]
+
+
+def test_a_part_is_used_at_a_layer_only_if_none_of_its_requested_positions_is_taken():
+    """A probe job fits all of a part's positions at one layer, so at every layer the parts in
+    use must hold disjoint sets of the requested positions; a part that would overlap there is
+    passed over for that layer (its other layers still serve)."""
+    existing = ["layers_0to3.positions_-1", "layers_0to4.positions_-2to-1"]
+    plan = plan_parts(range(5), [-2, -1], existing, n_layers=4)
+    assert {plan[(layer, -1)] for layer in range(4)} == {"layers_0to3.positions_-1"}
+    assert plan[(4, -1)] == plan[(4, -2)] == "layers_0to4.positions_-2to-1"
+    assert {plan[(layer, -2)] for layer in range(4)} == {"layers_0to3.positions_-2"}  # a new part
+    for layer in range(5):
+        used = {plan[(layer, position)] for position in (-2, -1)}
+        held = [set(parse_part(name)[1]) & {-2, -1} for name in used]
+        assert sum(map(len, held)) == len(set().union(*held)) == 2
+
+
+def test_part_positions_is_the_name_s_positions_spec():
+    assert part_positions("layers_0to30.positions_-6+-2to-1") == "-6+-2to-1"
+    assert parse_positions("-6+-2to-1") == (-6, -2, -1)

@@ -73,18 +73,38 @@ def test_adding_a_layer_extracts_and_probes_only_that_layer(done):
     dry = run_snakemake(done["workdir"], config, "-n")
     assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 1, **TAIL}
     assert "activations/tiny/crowd_envent/layers_3.positions_-1" in dry.stdout
-    assert "layer_3/pos_-1.parquet" in dry.stdout and "layer_2/pos_-1.parquet" not in dry.stdout.split("rule aggregate")[0]
+    probes = dry.stdout.split("rule aggregate")[0]
+    assert "layer_3/positions_-1.parquet" in probes and "layer_2/positions_-1.parquet" not in probes
 
 
 def test_adding_a_position_extracts_and_probes_only_that_position(done):
     config = changed(done["config"], "positions", [-1, -2])
-    assert planned(done, config) == {"extract_activations": 1, "fit_probe": 3, **TAIL}
+    dry = run_snakemake(done["workdir"], config, "-n")
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 3, **TAIL}
+    probes = dry.stdout.split("rule aggregate")[0]
+    assert "layer_0/positions_-2.parquet" in probes and "positions_-1.parquet" not in probes
 
 
 def test_adding_a_layer_and_a_position_together(done):
-    """Layer 3 needs positions -1 and -2, layers 0-2 only -2: two parts, 5 probes."""
+    """Layer 3 needs positions -1 and -2, layers 0-2 only -2: two parts; one probe job per
+    layer and part, 3 + 1."""
     config = changed(changed(done["config"], "layers", [0, 1, 2, 3]), "positions", [-1, -2])
-    assert planned(done, config) == {"extract_activations": 2, "fit_probe": 5, **TAIL}
+    assert planned(done, config) == {"extract_activations": 2, "fit_probe": 4, **TAIL}
+
+
+def test_removing_a_position_only_rebuilds_the_table(done, tmp_path):
+    """Positions -2 and -1 are fitted in one job per layer; dropping -2 from the config refits
+    nothing and the metrics table keeps -1 only, equal to the run that never had -2."""
+    workdir = tmp_path / "run"
+    config = changed(done["config"], "positions", [-2, -1])
+    result = run_snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    both = read_metrics(workdir)
+    assert sorted(set(both["position"])) == [-2, -1]
+    assert planned({"workdir": workdir}, done["config"]) == TAIL
+    result = run_snakemake(workdir, done["config"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_metrics(workdir).equals(both.filter(pl.col("position") == -1))
 
 
 def test_added_layer_then_full_run_reuses_every_part(done, tmp_path):

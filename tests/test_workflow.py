@@ -43,9 +43,10 @@ def finished_run(tmp_path_factory):
     return {"root": root, "workdir": workdir, "config": config, "dry": dry, "result": result}
 
 
-def test_dag_has_one_job_per_model_dataset_layer_position(finished_run):
+def test_dag_has_one_probe_job_per_model_dataset_layer(finished_run):
+    """A probe job fits every position of its layer: one Python start per layer."""
     counts = job_counts(finished_run["dry"].stdout + finished_run["dry"].stderr)
-    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 4 * len(POSITIONS),
+    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 4,
                       "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 
@@ -103,7 +104,7 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
     config["models"] = {**config["models"], "tiny-gpt2": {"source": "local", "path": str(second)}}
     dry = run_snakemake(finished_run["workdir"], config, "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 3 * len(POSITIONS),
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 3,
                                                    "aggregate_metrics": 1, "build_report": 1, "all": 1}
     assert "tiny-llama/crowd_envent/layer" not in dry.stdout.split("rule aggregate_metrics")[0]
 
@@ -121,7 +122,7 @@ def test_corrupt_shard_stops_the_probe_with_a_clear_message(finished_run, tmp_pa
     shutil.copytree(finished_run["workdir"] / ".snakemake", workdir / ".snakemake")
     (shard,) = (workdir / "results" / "activations" / "tiny-llama" / "crowd_envent").glob("*/layer_1.safetensors")
     shard.write_bytes(shard.read_bytes()[:1000])
-    probe_output = workdir / "results" / "probes" / "tiny-llama" / "crowd_envent" / "layer_1" / "pos_-1.parquet"
+    probe_output = workdir / "results" / "probes" / "tiny-llama" / "crowd_envent" / "layer_1" / "positions_-2to-1.parquet"
     result = run_snakemake(workdir, finished_run["config"], str(probe_output.relative_to(workdir)), "--force")
     assert result.returncode != 0
     assert "layer_1.safetensors is unreadable" in result.stderr and "Delete it and rerun" in result.stderr

@@ -62,15 +62,14 @@ def dataset_run(tmp_path_factory):
 
 
 def test_classification_and_ridge_jobs_per_dataset(dataset_run):
-    sweep = len(LAYERS) * len(POSITIONS)
     assert job_counts(dataset_run["dry"].stdout + dataset_run["dry"].stderr) == {
         "prepare_dataset": 2, "extract_activations": 2,
-        "fit_probe": sweep,       # appraisals only: the custom file has no label column
-        "fit_ridge": 2 * sweep,   # one job per (layer, position) fits all of a dataset's targets
+        "fit_probe": len(LAYERS),       # appraisals only: the custom file has no label column
+        "fit_ridge": 2 * len(LAYERS),   # one job per layer fits all of a dataset's positions and targets
         "aggregate_metrics": 1, "build_report": 1, "all": 1}
     probes = dataset_run["workdir"] / "results" / "probes" / "tiny"
-    assert len(list(probes.glob("appraisals/layer_*/pos_*.parquet"))) == 2 * sweep  # .parquet + .ridge.parquet
-    assert not list(probes.glob("mine/layer_*/pos_-?.parquet"))
+    assert len(list(probes.glob("appraisals/layer_*/positions_*.parquet"))) == 2 * len(LAYERS)  # + .ridge.parquet
+    assert not list(probes.glob("mine/layer_*/positions_*[0-9].parquet"))
 
 
 def test_prepared_tables_carry_targets_and_split(dataset_run):
@@ -144,7 +143,7 @@ def test_regression_report(dataset_run):
 def test_a_classification_setting_reruns_no_ridge_job(dataset_run):
     config = dataset_run["config"] | {"probe": {"cv_folds": 3, "C": 0.5}}
     dry = run_snakemake(dataset_run["workdir"], config, "-n")
-    assert job_counts(dry.stdout + dry.stderr) == {"fit_probe": len(LAYERS) * len(POSITIONS),
+    assert job_counts(dry.stdout + dry.stderr) == {"fit_probe": len(LAYERS),
                                                    "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 

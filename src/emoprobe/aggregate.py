@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import polars as pl
 
+from .errors import EmoprobeError
+
 KEYS = ["model", "dataset", "target", "layer", "position", "probe", "metric"]
 DESCRIPTIVE = ["n_layers", "n_classes"]
 
@@ -21,12 +23,20 @@ SUMMARY_SCHEMA = {
 }
 
 
-def aggregate(probe_files: Iterable[str]) -> pl.DataFrame:
+def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None) -> pl.DataFrame:
     """One row per (model, dataset, target, layer, position, probe, metric): mean, std, n_folds.
 
     Classification rows have target "label"; ridge rows name their target and have n_classes null.
+    `positions`: keep only these (a probe file holds every position of its extraction part).
     """
     folds = pl.concat([pl.read_parquet(path) for path in probe_files], how="vertical")
+    if positions is not None:
+        folds = folds.filter(pl.col("position").is_in(list(positions)))
+    repeated = folds.filter(folds.select(KEYS + ["fold"]).is_duplicated())
+    if repeated.height:
+        raise EmoprobeError(f"{repeated.height} fold scores appear in more than one probe file, e.g. "
+                            f"{repeated.row(0, named=True)}; each (layer, position) must come from one probe job: "
+                            "delete the older of the two files and rerun.")
     return (
         folds.group_by(KEYS + DESCRIPTIVE)
         .agg(pl.col("value").mean().alias("mean"),

@@ -92,9 +92,11 @@ def extract_activations(smk) -> None:
                       lambda layer: str(out_dir / f"layer_{layer}.safetensors"), metadata, batch_tokens=batch_tokens)
 
 
-def _probe_input(smk) -> tuple:
-    """(X [N, H] at the job's layer and position, prepared table, shard metadata), checked to match."""
+def _probe_inputs(smk) -> tuple:
+    """(prepared table, shard metadata, {position: X [N, H]} at the job's layer for each of its
+    positions), the shard checked to match the table."""
     from .data.sources import sha256_of
+    from .parts import parse_positions
     from .shards import check_metadata, read_metadata, read_position
 
     shard = Path(smk.input.shards) / f"layer_{smk.wildcards.layer}.safetensors"
@@ -103,11 +105,11 @@ def _probe_input(smk) -> tuple:
     check_metadata(shard, metadata, {"n_rows": str(table.height),
                                      "prepared_sha256": sha256_of(smk.input.table),
                                      "layer": smk.wildcards.layer})
-    positions = json.loads(metadata["positions"])
-    position = int(smk.wildcards.position)
-    if position not in positions:
-        raise EmoprobeError(f"{shard} holds positions {positions}, not {position}; rerun extraction.")
-    return read_position(shard, positions.index(position)), table, metadata
+    held = json.loads(metadata["positions"])
+    wanted = parse_positions(smk.wildcards.positions)
+    if missing := sorted(set(wanted) - set(held)):
+        raise EmoprobeError(f"{shard} holds positions {held}, not {missing}; delete its folder and rerun extraction.")
+    return table, metadata, {position: read_position(shard, held.index(position)) for position in wanted}
 
 
 def _official_folds(table: pl.DataFrame, official_split: bool):
@@ -122,12 +124,12 @@ def _official_folds(table: pl.DataFrame, official_split: bool):
     return official_split_folds(table["split"].to_list())
 
 
-def _keyed(smk, scores: pl.DataFrame, metadata: dict, n_classes: int | None) -> pl.DataFrame:
+def _keyed(smk, scores: pl.DataFrame, position: int, metadata: dict, n_classes: int | None) -> pl.DataFrame:
     """Per-fold scores with the job's keys: model, dataset, target, layer, position, ..., n_layers, n_classes."""
     return scores.select(
         pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
         pl.col("target"), pl.lit(int(smk.wildcards.layer), dtype=pl.Int64).alias("layer"),
-        pl.lit(int(smk.wildcards.position), dtype=pl.Int64).alias("position"),
+        pl.lit(position, dtype=pl.Int64).alias("position"),
         "probe", "fold", "metric", "value",
         pl.lit(int(metadata["n_layers"]), dtype=pl.Int64).alias("n_layers"),
         pl.lit(n_classes, dtype=pl.Int64).alias("n_classes"),
@@ -145,45 +147,51 @@ def fit_probe(smk) -> None:
     from .probes import cross_validate_probe
 
     p = smk.params
-    X, table, metadata = _probe_input(smk)
+    table, metadata, activations = _probe_inputs(smk)
     y = table["label_id"].to_numpy()
-    with threadpool_limits(max(1, smk.threads)):
-        folds = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter, p.backend,
-                                     folds=_official_folds(table, p.official_split))
-    scores = _keyed(smk, folds.with_columns(target=pl.lit("label")), metadata, table["label_id"].n_unique())
-    accuracy = scores.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"]
-    log.info("layer %s position %s: accuracy %.3f +- %.3f", smk.wildcards.layer, smk.wildcards.position,
-             accuracy.mean(), accuracy.std() or 0.0)
-    _write(scores, smk.output.scores)
+    folds = _official_folds(table, p.official_split)
+    scores = []
+    for position, X in activations.items():
+        with threadpool_limits(max(1, smk.threads)):
+            fold_scores = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter, p.backend, folds=folds)
+        scores.append(_keyed(smk, fold_scores.with_columns(target=pl.lit("label")), position, metadata,
+                             table["label_id"].n_unique()))
+        accuracy = scores[-1].filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"]
+        log.info("layer %s position %d: accuracy %.3f +- %.3f", smk.wildcards.layer, position,
+                 accuracy.mean(), accuracy.std() or 0.0)
+    _write(pl.concat(scores), smk.output.scores)
 
 
 def fit_ridge(smk) -> None:
-    """Ridge probes for all of the dataset's numeric targets at one (layer, position)."""
+    """Ridge probes for all of the dataset's numeric targets at one layer and each of the job's positions."""
     from threadpoolctl import threadpool_limits
 
     from .data.prepare import target_columns
     from .regression import cross_validate_ridge
 
     p = smk.params
-    X, table, metadata = _probe_input(smk)
+    table, metadata, activations = _probe_inputs(smk)
     targets = target_columns(table)
     if not targets:
         raise EmoprobeError(f"{smk.input.table} has no regression target columns; rerun prepare_dataset.")
-    with threadpool_limits(max(1, smk.threads)):
-        folds = cross_validate_ridge(X, table.select(targets).to_numpy(), targets, p.cv_folds, p.seed,
-                                     folds=_official_folds(table, p.official_split))
-    scores = _keyed(smk, folds, metadata, None)
-    r2 = (scores.filter((pl.col("probe") == "ridge") & (pl.col("metric") == "r2"))
-          .group_by("target", maintain_order=True).agg(pl.col("value").mean()))
-    log.info("layer %s position %s: R2 %s", smk.wildcards.layer, smk.wildcards.position,
-             ", ".join(f"{target} {value:.3f}" for target, value in r2.iter_rows()))
-    _write(scores, smk.output.scores)
+    folds = _official_folds(table, p.official_split)
+    scores = []
+    for position, X in activations.items():
+        with threadpool_limits(max(1, smk.threads)):
+            fold_scores = cross_validate_ridge(X, table.select(targets).to_numpy(), targets, p.cv_folds, p.seed,
+                                               folds=folds)
+        scores.append(_keyed(smk, fold_scores, position, metadata, None))
+        r2 = (scores[-1].filter((pl.col("probe") == "ridge") & (pl.col("metric") == "r2"))
+              .group_by("target", maintain_order=True).agg(pl.col("value").mean()))
+        log.info("layer %s position %d: R2 %s", smk.wildcards.layer, position,
+                 ", ".join(f"{target} {value:.3f}" for target, value in r2.iter_rows()))
+    _write(pl.concat(scores), smk.output.scores)
 
 
 def aggregate_metrics(smk) -> None:
     from .aggregate import aggregate
 
-    metrics = aggregate(smk.input.scores)
+    metrics = aggregate(smk.input.scores, smk.params.positions)
     metrics.write_parquet(smk.output.parquet)
     metrics.write_csv(smk.output.csv)
     log.info("%d metric rows from %d probe files", metrics.height, len(smk.input.scores))

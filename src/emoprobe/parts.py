@@ -15,7 +15,8 @@ from collections.abc import Iterable
 
 from .errors import ConfigError
 
-PART_PATTERN = r"layers_\d+(?:to\d+)?(?:\+\d+(?:to\d+)?)*\.positions_-\d+(?:to-\d+)?(?:\+-\d+(?:to-\d+)?)*"
+POSITIONS_PATTERN = r"-\d+(?:to-\d+)?(?:\+-\d+(?:to-\d+)?)*"
+PART_PATTERN = r"layers_\d+(?:to\d+)?(?:\+\d+(?:to\d+)?)*\.positions_" + POSITIONS_PATTERN
 
 
 def _runs(values: Iterable[int]) -> str:
@@ -43,6 +44,16 @@ def part_name(layers: Iterable[int], positions: Iterable[int]) -> str:
     return f"layers_{_runs(layers)}.positions_{_runs(positions)}"
 
 
+def part_positions(name: str) -> str:
+    """The positions of a part name as written in it: 'layers_0to30.positions_-5to-1' -> '-5to-1'."""
+    return name.partition(".positions_")[2]
+
+
+def parse_positions(spec: str) -> tuple[int, ...]:
+    """Positions written as runs ('-5to-1', '-6+-2to-1'), ascending."""
+    return _values(spec)
+
+
 def parse_part(name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(layers, positions) of a part name, both ascending."""
     if not re.fullmatch(PART_PATTERN, name):
@@ -55,22 +66,26 @@ def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterab
                n_layers: int) -> dict[tuple[int, int], str]:
     """Map every requested (layer, position) to the part that holds it.
 
-    Parts in `existing` (folder names found on disk) are used first, in name order; a part
-    reaching past the model's `n_layers` (another model under the same name) is ignored. The
-    pairs left over are grouped into new parts, one per set of layers missing the same positions.
+    Parts in `existing` (folder names found on disk) are used first, in name order, each for
+    the layers where none of its requested pairs is taken yet: at every layer, the parts in use
+    hold disjoint sets of the requested positions (a probe job fits all of a part's positions at
+    one layer). A part reaching past the model's `n_layers` (another model under the same name)
+    is ignored. The pairs left over are grouped into new parts, one per set of layers missing
+    the same positions.
     """
     wanted = {(layer, position) for layer in layers for position in positions}
     owner: dict[tuple[int, int], str] = {}
     for name in sorted(existing):
         try:
-            part_layers, part_positions = parse_part(name)
+            part_layers, held_positions = parse_part(name)
         except ConfigError:
             continue  # not a part folder
         if max(part_layers) > n_layers:
             continue
-        for pair in wanted.difference(owner).intersection(
-                (layer, position) for layer in part_layers for position in part_positions):
-            owner[pair] = name
+        for layer in part_layers:
+            pairs = wanted.intersection((layer, position) for position in held_positions)
+            if pairs and not pairs.intersection(owner):
+                owner.update(dict.fromkeys(pairs, name))
     missing_positions: dict[int, set[int]] = defaultdict(set)
     for layer, position in wanted.difference(owner):
         missing_positions[layer].add(position)

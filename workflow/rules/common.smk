@@ -13,7 +13,7 @@ from emoprobe.config import resolve_layers, resolve_template, validate_config
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import LayerCountCache
-from emoprobe.parts import PART_PATTERN, parse_part, plan_parts
+from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
 from emoprobe.provenance import code_fingerprint
 
 try:
@@ -24,7 +24,7 @@ except EmoprobeError as error:
 MODELS = sorted(config["models"])
 DATASETS = sorted(config["datasets"])
 # What each dataset is probed for, from its config alone: classes (fit_probe) and/or numeric
-# targets (fit_ridge, one job fitting all of them per model x layer x position).
+# targets (fit_ridge, one job fitting all of them).
 PLANS = {dataset: probe_plan(config["datasets"][dataset]) for dataset in DATASETS}
 CLASSIFIED = [dataset for dataset in DATASETS if PLANS[dataset]["classification"]]
 REGRESSED = [dataset for dataset in DATASETS if PLANS[dataset]["targets"]]
@@ -43,7 +43,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     dataset="|".join(map(re.escape, DATASETS)),
     layer=r"\d+",
-    position=r"-\d+",
+    positions=POSITIONS_PATTERN,
     part=PART_PATTERN,
 
 
@@ -71,13 +71,22 @@ PARTS = {
 }
 
 
+# A probe job fits, at one layer, all the positions of the part holding that layer's requested
+# positions (one Python start per layer and part, not per position): (layer, the part's
+# positions as written in its name) -> part.
+PROBE_PARTS = {
+    key: {(layer, part_positions(part)): part for (layer, _), part in plan.items()}
+    for key, plan in PARTS.items()
+}
+
+
 def activation_part(wildcards):
-    """The shard folder holding the job's layer and position."""
-    key = (int(wildcards.layer), int(wildcards.position))
-    part = PARTS[wildcards.model, wildcards.dataset].get(key)
+    """The shard folder of a probe job: the part holding the job's layer and positions."""
+    part = PROBE_PARTS[wildcards.model, wildcards.dataset].get((int(wildcards.layer), wildcards.positions))
     if part is None:
-        raise WorkflowError(f"layer {key[0]} position {key[1]} of model '{wildcards.model}' is not in the "
-                            "config's `layers` x `positions`; add it there to probe it.")
+        raise WorkflowError(f"no extraction part holds positions {wildcards.positions} at layer {wildcards.layer} "
+                            f"of model '{wildcards.model}' for the config's `layers` x `positions`; "
+                            "`snakemake -n` lists the probe outputs this config asks for.")
     return f"results/activations/{wildcards.model}/{wildcards.dataset}/{part}"
 
 
@@ -117,13 +126,14 @@ def prepare_cv_folds(wildcards):
 
 
 def _sweep(datasets, suffix):
-    return [
-        f"results/probes/{model}/{dataset}/layer_{layer}/pos_{position}{suffix}"
+    """One probe output per model x dataset x layer x extraction part holding that layer: a probe
+    job fits all of its part's positions at one layer, so Python and torch start once per layer."""
+    return sorted({
+        f"results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}{suffix}"
         for model in MODELS
         for dataset in datasets
-        for layer in LAYERS[model]
-        for position in POSITIONS
-    ]
+        for layer, positions in PROBE_PARTS[model, dataset]
+    })
 
 
 def probe_scores():

@@ -3,7 +3,7 @@ rule fit_probe:
         shards=activation_part,
         table=prepared_table,
     output:
-        scores="results/probes/{model}/{dataset}/layer_{layer}/pos_{position}.parquet",
+        scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.parquet",
     params:
         cv_folds=config["probe"]["cv_folds"],
         C=config["probe"]["C"],
@@ -13,7 +13,7 @@ rule fit_probe:
         official_split=dataset_option("official_split"),
         code=code_fingerprint("probe"),
     log:
-        "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/pos_{position}.log",
+        "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/positions_{positions}.log",
     threads: 1
     resources:
         mem_mb=on_retry(config["probe"]["mem_mb"]),
@@ -29,14 +29,14 @@ rule fit_ridge:
         shards=activation_part,
         table=prepared_table,
     output:
-        scores="results/probes/{model}/{dataset}/layer_{layer}/pos_{position}.ridge.parquet",
+        scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.ridge.parquet",
     params:
         cv_folds=config["probe"]["cv_folds"],
         seed=config["seed"],
         official_split=dataset_option("official_split"),
         code=code_fingerprint("ridge"),
     log:
-        "results/logs/fit_ridge/{model}/{dataset}/layer_{layer}/pos_{position}.log",
+        "results/logs/fit_ridge/{model}/{dataset}/layer_{layer}/positions_{positions}.log",
     threads: 1
     resources:
         mem_mb=on_retry(config["probe"]["mem_mb"]),
@@ -54,6 +54,7 @@ rule aggregate_metrics:
         parquet="results/metrics/probe_metrics.parquet",
         csv="results/metrics/probe_metrics.csv",
     params:
+        positions=POSITIONS,  # a probe job fits all of its part's positions; the table keeps these
         code=code_fingerprint("aggregate"),
     log:
         "results/logs/aggregate_metrics.log",
