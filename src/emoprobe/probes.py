@@ -109,13 +109,16 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
 
 
 def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, tolerance: float,
-                  history: int = 10, gradient_size=None) -> tuple["torch.Tensor", "torch.Tensor"]:
+                  history: int = 10, gradient_size=None, patience: int = 10) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Minimise G independent smooth problems at once: theta [G, D] -> (theta*, n_iter [G]).
 
     L-BFGS with a per-problem two-loop recursion, per-problem backtracking (Armijo, or the
     approximate Wolfe condition once f stalls at float32 precision) and a
     per-problem stop once gradient_size(grad) < tolerance (default max |gradient|, as scipy's
-    pgtol in sklearn), so one slow problem never slows the others' steps.
+    pgtol in sklearn), so one slow problem never slows the others' steps. A problem also stops
+    after `patience` steps in a row whose line search had to shrink the step below 2^-10: its
+    directions have stopped helping at float32 precision (the analogue of the relative-decrease
+    stop, ftol, of scipy's L-BFGS-B, which ends sklearn's fits there too).
     value_and_grad(theta) -> (f [G], grad [G, D]).
     """
     import torch
@@ -129,6 +132,7 @@ def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, toleranc
     f, g = value_and_grad(theta)
     active = gradient_size(g) > tolerance
     n_iter = torch.zeros(n_problems, dtype=torch.long, device=theta.device)
+    stalled = torch.zeros_like(n_iter)
     gamma = 1.0 / g.norm(dim=1).clamp_min(1.0)
     for it in range(max_iter):
         if not bool(active.any()):
@@ -173,10 +177,16 @@ def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, toleranc
         rho[slot] = torch.where(keep, 1.0 / sy.clamp_min(1e-10), torch.zeros_like(sy))
         gamma = torch.where(keep, sy / (y_new * y_new).sum(1).clamp_min(1e-20), gamma)
         theta = theta + torch.where(active[:, None], s_new, torch.zeros_like(s_new))
+        size_new = gradient_size(g_new)
+        stalled = torch.where(step < 2.0 ** -10, stalled + 1, 0)
         f = torch.where(active, f_new, f)
         g = torch.where(active[:, None], g_new, g)
         n_iter += active.long()
-        active = active & (gradient_size(g) > tolerance)
+        converged = size_new <= tolerance
+        if bool((stuck := active & ~converged & (stalled >= patience)).any()):
+            log.warning("%d problems stopped at max |gradient| %s: %d steps in a row below 2^-10 (float32 precision)",
+                        int(stuck.sum()), [round(float(v), 6) for v in size_new[stuck]], patience)
+        active = active & ~converged & ~stuck
     return theta, n_iter
 
 
