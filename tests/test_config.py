@@ -26,7 +26,7 @@ def test_defaults_are_filled_in():
     config = validate_config(MINIMAL)
     assert config["positions"] == [-1, -2, -3, -4, -5]
     assert config["layers"] == "all" and config["seed"] == 0
-    assert config["probe"] == {"cv_folds": 5, "backend": "sklearn", "C": 1.0, "max_iter": 1000,
+    assert config["probe"] == {"cv_folds": 5, "backend": "torch", "C": 1.0, "max_iter": 1000,
                                "mem_mb": 4000, "runtime": 60}
     assert config["models"]["m"]["trust_remote_code"] is False
     assert config["prompt"]["template"] == "zero_shot"
