@@ -141,31 +141,40 @@ def _write(scores: pl.DataFrame, path: str) -> None:
     scores.write_parquet(path)
 
 
-def fit_probe(smk) -> None:
+def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | None, fit, summarise) -> None:
+    """fit(X) -> per-fold scores at each of the job's positions in turn; logs summarise(scores)
+    per position and writes all positions' keyed scores to the job's output."""
     from threadpoolctl import threadpool_limits
 
+    scores = []
+    with threadpool_limits(max(1, smk.threads)):
+        for position, X in activations.items():
+            scores.append(_keyed(smk, fit(X), position, metadata, n_classes))
+            log.info("layer %s position %d: %s", smk.wildcards.layer, position, summarise(scores[-1]))
+    _write(pl.concat(scores), smk.output.scores)
+
+
+def fit_probe(smk) -> None:
     from .probes import cross_validate_probe
 
     p = smk.params
     table, metadata, activations = _probe_inputs(smk)
     y = table["label_id"].to_numpy()
     folds = _official_folds(table, p.official_split)
-    scores = []
-    for position, X in activations.items():
-        with threadpool_limits(max(1, smk.threads)):
-            fold_scores = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter, p.backend, folds=folds)
-        scores.append(_keyed(smk, fold_scores.with_columns(target=pl.lit("label")), position, metadata,
-                             table["label_id"].n_unique()))
-        accuracy = scores[-1].filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"]
-        log.info("layer %s position %d: accuracy %.3f +- %.3f", smk.wildcards.layer, position,
-                 accuracy.mean(), accuracy.std() or 0.0)
-    _write(pl.concat(scores), smk.output.scores)
+
+    def fit(X):
+        scores = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter, p.backend, folds=folds)
+        return scores.with_columns(target=pl.lit("label"))
+
+    def summarise(scores):
+        accuracy = scores.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"]
+        return f"accuracy {accuracy.mean():.3f} +- {accuracy.std() or 0.0:.3f}"
+
+    _fit_each_position(smk, activations, metadata, table["label_id"].n_unique(), fit, summarise)
 
 
 def fit_ridge(smk) -> None:
     """Ridge probes for all of the dataset's numeric targets at one layer and each of the job's positions."""
-    from threadpoolctl import threadpool_limits
-
     from .data.prepare import target_columns
     from .regression import cross_validate_ridge
 
@@ -174,18 +183,16 @@ def fit_ridge(smk) -> None:
     targets = target_columns(table)
     if not targets:
         raise EmoprobeError(f"{smk.input.table} has no regression target columns; rerun prepare_dataset.")
+    values = table.select(targets).to_numpy()
     folds = _official_folds(table, p.official_split)
-    scores = []
-    for position, X in activations.items():
-        with threadpool_limits(max(1, smk.threads)):
-            fold_scores = cross_validate_ridge(X, table.select(targets).to_numpy(), targets, p.cv_folds, p.seed,
-                                               folds=folds)
-        scores.append(_keyed(smk, fold_scores, position, metadata, None))
-        r2 = (scores[-1].filter((pl.col("probe") == "ridge") & (pl.col("metric") == "r2"))
+
+    def summarise(scores):
+        r2 = (scores.filter((pl.col("probe") == "ridge") & (pl.col("metric") == "r2"))
               .group_by("target", maintain_order=True).agg(pl.col("value").mean()))
-        log.info("layer %s position %d: R2 %s", smk.wildcards.layer, position,
-                 ", ".join(f"{target} {value:.3f}" for target, value in r2.iter_rows()))
-    _write(pl.concat(scores), smk.output.scores)
+        return "R2 " + ", ".join(f"{target} {value:.3f}" for target, value in r2.iter_rows())
+
+    _fit_each_position(smk, activations, metadata, None,
+                       lambda X: cross_validate_ridge(X, values, targets, p.cv_folds, p.seed, folds=folds), summarise)
 
 
 def aggregate_metrics(smk) -> None:
