@@ -192,6 +192,7 @@ def speed(args) -> None:
     }
     if bf16:
         peak[torch.bfloat16] = matmul_gflops(torch.bfloat16, device.type)
+    if bf16 and "emoprobe_bf16" in args.approaches:
         model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
         runs["emoprobe_bf16"] = lambda out: run_emoprobe(model_bf16, tokenizer, prompts, ids, out, layers)
     runs = {name: run for name, run in runs.items() if name in args.approaches}
