@@ -168,6 +168,7 @@ def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     from emoprobe.config import resolve_template
     from emoprobe.data.prepare import prepare
     from emoprobe.extract import extract
+    from emoprobe.jobs import AUTO_BATCH_LIMITS
     from emoprobe.probes import fit_predict_sklearn, fit_predict_torch, stratified_folds
 
     from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path
@@ -182,8 +183,9 @@ def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     def keep(rows, captured):
         X[rows] = captured[0][:, 0].float().numpy()
 
-    extract(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(), [0], [-3], 64, keep,
-            progress=False, batch_tokens=1024)
+    limits = AUTO_BATCH_LIMITS["cpu"]
+    extract(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(), [0], [-3], limits["batch_size"],
+            keep, progress=False, batch_tokens=limits["batch_tokens"])
     y = table["label_id"].to_numpy()
     folds = stratified_folds(y, 5, 0)
     caplog.set_level("INFO", logger="emoprobe")
