@@ -10,8 +10,13 @@ Approaches (all extract every layer at the configured positions and write them t
               gathered on the device, stop after the last layer, shards streamed to disk (fp32)
   emoprobe_bf16  the same in bf16 (CPUs with avx512_bf16, or CUDA)
 FLOP/s counts 2 x non-embedding parameters x real (unpadded) tokens, and is compared with
-a dense square matmul of the same dtype measured in the same process (best of 5; 2048 wide
-on CPU, 8192 on CUDA, where a smaller one does not fill the GPU).
+a dense square matmul of the same dtype and threads in the same process (2048 wide on CPU,
+8192 on CUDA, where a smaller one does not fill the GPU), two ways:
+  of_matmul   against the mean of matmul readings taken while that approach ran (before its
+              first batch, every 5 s between batches, after its last; the readings' time is
+              not counted), so that a shared machine's drift moves both sides alike
+  of_best     against the best reading: the best of 5 taken before the runs, or a higher
+              one taken during that approach's run; the strictest figure
 The process keeps freed memory mapped (emoprobe.extract.keep_freed_memory_mapped), as the
 workflow's extraction job does, so every approach gets the same allocator.
 
@@ -33,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +49,8 @@ from safetensors.numpy import save_file
 from emoprobe import models
 from emoprobe.config import resolve_template
 from emoprobe.data.prepare import prepare
-from emoprobe.extract import (extract_to_shards, keep_freed_memory_mapped, length_sorted_batches, token_positions,
-                              transformer_blocks)
+from emoprobe.extract import (extract_to_shards, forward_batch, keep_freed_memory_mapped, length_sorted_batches,
+                              token_positions, transformer_blocks)
 from emoprobe.jobs import AUTO_BATCH_LIMITS
 
 MODELS = {
@@ -56,22 +62,48 @@ DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 APPROACHES = ("seed", "hf_hidden", "nnsight", "emoprobe", "emoprobe_bf16")
 
 
-def matmul_gflops(dtype: torch.dtype, device: str, repeats: int = 10, trials: int = 5) -> float:
-    """Best of `trials` timings of `repeats` warmed-up square matmuls, in GFLOP/s."""
-    size = 8192 if device == "cuda" else 2048
-    a = torch.randn(size, size, dtype=dtype, device=device)
-    b = torch.randn(size, size, dtype=dtype, device=device)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(trials):
-        _sync(device)
+class Matmul:
+    """A dense square matmul of one dtype on one device, timed in GFLOP/s."""
+
+    def __init__(self, dtype: torch.dtype, device: str):
+        self.size = 8192 if device == "cuda" else 2048
+        self.device = device
+        self.a = torch.randn(self.size, self.size, dtype=dtype, device=device)
+        self.b = torch.randn(self.size, self.size, dtype=dtype, device=device)
+
+    def gflops(self, repeats: int) -> float:
+        """One warm-up product, then `repeats` timed ones."""
+        self.a @ self.b
+        _sync(self.device)
         start = time.perf_counter()
         for _ in range(repeats):
-            a @ b
-        _sync(device)
-        best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9)
-    return best
+            self.a @ self.b
+        _sync(self.device)
+        return 2 * self.size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+    def best(self, repeats: int = 10, trials: int = 5) -> float:
+        return max(self.gflops(repeats) for _ in range(trials))
+
+
+class InRunReadings:
+    """Matmul readings between the batches of one run (`tick`), at most every `every_s`
+    seconds, the first before its first batch; `paused_s` is their time, not the run's."""
+
+    def __init__(self, matmul: Matmul, every_s: float = 5.0):
+        self.matmul, self.every_s = matmul, every_s
+        self.readings: list[float] = []
+        self.paused_s = 0.0
+        self._last = -float("inf")
+
+    def tick(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self._last >= self.every_s:
+            self.readings.append(self.matmul.gflops(repeats=3))
+            self._last = time.perf_counter()
+            self.paused_s += self._last - now
+
+    def mean(self) -> float:
+        return sum(self.readings) / len(self.readings)
 
 
 def _assembled_gemma():
@@ -104,11 +136,12 @@ def _write_layers(per_layer: dict[int, np.ndarray], out: Path) -> None:
         save_file({"activations": values}, str(out / f"layer_{layer}.safetensors"))
 
 
-def run_hidden_states(model, tokenizer, prompts, batches, out: Path) -> None:
+def run_hidden_states(model, tokenizer, prompts, batches, out: Path, tick: Callable[[], None]) -> None:
     """output_hidden_states for each batch; every layer's positions kept in RAM, then written."""
     device = next(model.parameters()).device
     collected: dict[int, list] = {}
     for rows in batches:
+        tick()
         encoded = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True).to(device)
         with torch.inference_mode():
             hidden = model(**encoded, output_hidden_states=True).hidden_states
@@ -119,7 +152,7 @@ def run_hidden_states(model, tokenizer, prompts, batches, out: Path) -> None:
     _write_layers({layer: _in_order(parts, len(prompts)) for layer, parts in collected.items()}, out)
 
 
-def run_nnsight(model, tokenizer, prompts, batches, out: Path) -> None:
+def run_nnsight(model, tokenizer, prompts, batches, out: Path, tick: Callable[[], None]) -> None:
     """nnsight tracing of the first block's input and every block's output."""
     import nnsight
     from nnsight import NNsight
@@ -133,6 +166,7 @@ def run_nnsight(model, tokenizer, prompts, batches, out: Path) -> None:
     device = next(model.parameters()).device
     collected: dict[int, list] = {}
     for rows in batches:
+        tick()
         encoded = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True).to(device)
         index = token_positions(encoded["attention_mask"], POSITIONS)
         batch_rows = torch.arange(len(rows), device=device)[:, None]
@@ -153,11 +187,17 @@ def _in_order(parts, n: int) -> np.ndarray:
     return values
 
 
-def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int]) -> None:
+def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int],
+                 tick: Callable[[], None] = lambda: None) -> None:
     limits = _batch_limits(next(model.parameters()).device)
+
+    def forward(*args):
+        tick()
+        return forward_batch(*args)
+
     extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, limits["batch_size"],
-                      lambda layer: str(out / f"layer_{layer}.safetensors"), {}, progress=False,
-                      batch_tokens=limits["batch_tokens"])
+                      lambda layer: str(out / f"layer_{layer}.safetensors"), {}, forward=forward,
+                      progress=False, batch_tokens=limits["batch_tokens"])
 
 
 def _batch_limits(device: torch.device) -> dict[str, int]:
@@ -182,40 +222,45 @@ def speed(args) -> None:
     limits = _batch_limits(device)
     sorted_batches = length_sorted_batches(lengths, limits["batch_size"], limits["batch_tokens"])
     in_order = lambda size: [np.arange(i, min(i + size, len(prompts))) for i in range(0, len(prompts), size)]  # noqa: E731
-    peak = {torch.float32: matmul_gflops(torch.float32, device.type)}
     bf16 = device.type == "cuda" or "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+    matmuls = {dtype: Matmul(dtype, device.type) for dtype in ([torch.float32, torch.bfloat16] if bf16 else [torch.float32])}
+    peak = {dtype: matmul.best() for dtype, matmul in matmuls.items()}
     runs = {
-        "seed": lambda out: run_hidden_states(model, tokenizer, prompts, in_order(4), out),
-        "hf_hidden": lambda out: run_hidden_states(model, tokenizer, prompts, in_order(16), out),
-        "nnsight": lambda out: run_nnsight(model, tokenizer, prompts, sorted_batches, out),
-        "emoprobe": lambda out: run_emoprobe(model, tokenizer, prompts, ids, out, layers),
+        "seed": lambda out, tick: run_hidden_states(model, tokenizer, prompts, in_order(4), out, tick),
+        "hf_hidden": lambda out, tick: run_hidden_states(model, tokenizer, prompts, in_order(16), out, tick),
+        "nnsight": lambda out, tick: run_nnsight(model, tokenizer, prompts, sorted_batches, out, tick),
+        "emoprobe": lambda out, tick: run_emoprobe(model, tokenizer, prompts, ids, out, layers, tick),
     }
-    if bf16:
-        peak[torch.bfloat16] = matmul_gflops(torch.bfloat16, device.type)
     if bf16 and "emoprobe_bf16" in args.approaches:
         model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
-        runs["emoprobe_bf16"] = lambda out: run_emoprobe(model_bf16, tokenizer, prompts, ids, out, layers)
+        runs["emoprobe_bf16"] = lambda out, tick: run_emoprobe(model_bf16, tokenizer, prompts, ids, out, layers, tick)
     runs = {name: run for name, run in runs.items() if name in args.approaches}
     print(f"model={args.model} device={device} threads={args.threads} texts={len(prompts)} tokens={tokens} "
-          f"matmul {_matmul_figures(peak)}")
-    print(f"{'approach':<14} {'seconds':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'of_matmul':>9} {'vs_seed':>7}")
+          f"matmul best of 5: {_matmul_figures(peak)}")
+    print(f"{'approach':<14} {'seconds':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'matmul_in_run':>13} "
+          f"{'of_matmul':>9} {'of_best':>7} {'vs_seed':>7}")
     results, outputs = {}, {}
     for name, run in runs.items():
+        dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
+        readings = InRunReadings(matmuls[dtype])
         out = Path(tempfile.mkdtemp(prefix=f"bench_{name}_"))
         _sync(device.type)
         start = time.perf_counter()
-        run(out)
+        run(out, readings.tick)
         _sync(device.type)
-        seconds = time.perf_counter() - start
+        readings.tick(force=True)
+        seconds = time.perf_counter() - start - readings.paused_s
         results[name] = seconds
         outputs[name] = out
-        dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
         gflops = flops / seconds / 1e9
+        best = max(peak[dtype], *readings.readings)
         vs_seed = f"{results['seed'] / seconds:>7.2f}" if "seed" in results else f"{'-':>7}"
-        print(f"{name:<14} {seconds:>8.1f} {tokens / seconds:>9.0f} {gflops:>8.1f} "
-              f"{gflops / peak[dtype]:>9.2f} {vs_seed}", flush=True)
+        in_run = f"{readings.mean():.1f} (n={len(readings.readings)})"
+        print(f"{name:<14} {seconds:>8.1f} {tokens / seconds:>9.0f} {gflops:>8.1f} {in_run:>13} "
+              f"{gflops / readings.mean():>9.2f} {gflops / best:>7.2f} {vs_seed}", flush=True)
     # The machine's speed drifts (shared host): a second reading shows how far it moved.
-    print("matmul after the runs: " + _matmul_figures({dtype: matmul_gflops(dtype, device.type) for dtype in peak}))
+    print("matmul best of 5 after the runs: "
+          + _matmul_figures({dtype: matmul.best() for dtype, matmul in matmuls.items()}))
     if "emoprobe" in outputs:
         _compare(outputs, n_layers)
     for out in outputs.values():
