@@ -303,8 +303,14 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
             threads = [threading.Thread(target=stream, name=f"extract-{i}") for i in range(streams)]
             for thread in threads:
                 thread.start()
-            for thread in threads:
-                thread.join()
+            try:
+                for thread in threads:
+                    thread.join()
+            except BaseException as exc:  # e.g. Ctrl-C: every stream stops after its current batch
+                with lock:
+                    failures.append(exc)
+                for thread in threads:
+                    thread.join()
             torch.set_num_threads(total_threads)
     bar.close()
     if failures:

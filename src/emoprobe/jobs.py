@@ -82,7 +82,7 @@ def extract_activations(smk) -> None:
     table = pl.read_parquet(smk.input.table)
     device = models.pick_device(p.device)
     tokenizer, model, resolved = models.load(p.model, device)
-    # Batch limits and streams are not params: they never change results, so they never trigger reruns.
+    # Batch limits and streams are not params: they change results only by float rounding, so no reruns.
     plan = extraction_plan(device, torch.get_num_threads(), smk.config["extraction"])
     log.info("model %s on %s, %d texts, layers %s, positions %s, batches of at most %d texts and %d tokens, "
              "%d at a time", resolved.model_id, device, table.height, p.layers, p.positions, plan["batch_size"],
