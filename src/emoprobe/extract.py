@@ -66,32 +66,18 @@ def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> t
     return last_real[:, None] - offsets[None, :]
 
 
-class HookedRun:
+class HookedRun(threading.local):
     """Captures, per requested layer, the [B, P, H] residual stream at the gathered positions.
 
-    `gather_index` and `captured` belong to the calling thread, so several threads can run
-    forward passes through the same hooks at once (see `extract`'s `streams`).
+    A thread-local object: each thread that uses it gets its own `gather_index` and `captured`
+    (Python runs `__init__` again for it), so several threads can run forward passes through
+    the same hooks at once (see `extract`'s `streams`).
     """
 
     def __init__(self, blocks: torch.nn.ModuleList, layers: Sequence[int]):
         self.blocks, self.layers = blocks, layers
-        self._local = threading.local()
-
-    @property
-    def gather_index(self) -> torch.Tensor:
-        return self._local.gather_index
-
-    @gather_index.setter
-    def gather_index(self, index: torch.Tensor) -> None:
-        self._local.gather_index = index
-
-    @property
-    def captured(self) -> dict[int, torch.Tensor]:
-        return self._local.captured
-
-    @captured.setter
-    def captured(self, captured: dict[int, torch.Tensor]) -> None:
-        self._local.captured = captured
+        self.gather_index: torch.Tensor | None = None
+        self.captured: dict[int, torch.Tensor] = {}
 
     def _keep(self, layer: int, hidden: torch.Tensor) -> None:
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
