@@ -2,7 +2,8 @@
 #
 #   prepared dataset -> extraction (one job per model x dataset, one shard per layer; layers or
 #   positions added later get a job of their own)
-#   -> probes (one job per model x dataset x layer x position) -> metrics table -> report
+#   -> probes (one job per model x dataset x layer and probe kind, fitting every position of the
+#   part holding that layer) -> metrics table -> report
 #
 # Run: snakemake --cores 2            (see README.md for SLURM and configuration)
 

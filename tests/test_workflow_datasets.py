@@ -137,7 +137,18 @@ def test_regression_report(dataset_run):
     ]
     ridge = summary.filter(pl.col("probe") == "ridge")
     assert ridge["chance"].null_count() == 3 and (ridge["floor"] <= 1e-12).all()
-    assert set(ridge["best_layer"]) <= set(LAYERS) and set(ridge["best_position"]) <= set(POSITIONS)
+    # Each target's best cell and floor, recomputed from the metrics table by brute force.
+    metrics = read_metrics(dataset_run["workdir"])
+    for row in ridge.iter_rows(named=True):
+        of_target = metrics.filter((pl.col("dataset") == row["dataset"]) & (pl.col("target") == row["target"])
+                                   & (pl.col("metric") == "r2"))
+        cells = {(layer, position): mean for layer, position, mean
+                 in of_target.filter(pl.col("probe") == "ridge").select("layer", "position", "mean").rows()}
+        top = max(cells.values())
+        layer, minus_position = min((layer, -position) for (layer, position), mean in cells.items() if mean == top)
+        assert (row["best_layer"], row["best_position"], row["candidates"]) == (layer, -minus_position, len(cells))
+        assert row["score"] == pytest.approx(top)
+        assert row["floor"] == pytest.approx(of_target.filter(pl.col("probe") == "mean")["mean"].max())
 
 
 def test_a_classification_setting_reruns_no_ridge_job(dataset_run):

@@ -9,7 +9,7 @@ import polars as pl
 from .errors import EmoprobeError
 
 KEYS = ["model", "dataset", "target", "layer", "position", "probe", "metric"]
-DESCRIPTIVE = ["n_layers", "n_classes"]
+DESCRIPTIVE = ["n_layers", "n_classes", "dtype"]
 
 # Each fitted probe, the metric the summary ranks layers by, and the trivial baseline probe whose
 # score on that metric is the floor: the training folds' majority class, or their mean (R2 about 0).
@@ -18,7 +18,7 @@ SCORED = {"logreg": ("accuracy", "majority"), "ridge": ("r2", "mean")}
 SUMMARY_SCHEMA = {
     "model": pl.String, "dataset": pl.String, "target": pl.String, "probe": pl.String,
     "score_metric": pl.String, "best_layer": pl.Int64, "best_position": pl.Int64, "n_layers": pl.Int64,
-    "score": pl.Float64, "score_std": pl.Float64, "first_layer_within_tolerance": pl.Int64,
+    "score": pl.Float64, "score_std": pl.Float64, "candidates": pl.Int64, "first_layer_within_tolerance": pl.Int64,
     "floor": pl.Float64, "chance": pl.Float64,
 }
 
@@ -28,6 +28,7 @@ def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None
 
     Classification rows have target "label"; ridge rows name their target and have n_classes null.
     `positions`: keep only these (a probe file holds every position of its extraction part).
+    A model x dataset whose shards were extracted in different dtypes is refused.
     """
     folds = pl.concat([pl.read_parquet(path) for path in probe_files], how="vertical")
     if positions is not None:
@@ -37,6 +38,7 @@ def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None
         raise EmoprobeError(f"{repeated.height} fold scores appear in more than one probe file, e.g. "
                             f"{repeated.row(0, named=True)}; each (layer, position) must come from one probe job: "
                             "delete the older of the two files and rerun.")
+    check_one_dtype(folds)
     return (
         folds.group_by(KEYS + DESCRIPTIVE)
         .agg(pl.col("value").mean().alias("mean"),
@@ -45,6 +47,20 @@ def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None
         .sort(KEYS)
         .select(KEYS + ["mean", "std", "n_folds"] + DESCRIPTIVE)
     )
+
+
+def check_one_dtype(folds: pl.DataFrame) -> None:
+    """Every layer of a model x dataset must come from shards extracted in one dtype (parts
+    extracted on different machines with `extraction.dtype: auto` can differ)."""
+    layers = folds.group_by("model", "dataset", "dtype").agg(pl.col("layer").unique().sort())
+    mixed = layers.filter(pl.len().over("model", "dataset") > 1).sort("model", "dataset", "dtype")
+    if mixed.height:
+        model, dataset = mixed.row(0)[:2]
+        shown = "; ".join(f"{dtype}: layers {held}" for m, d, dtype, held in mixed.iter_rows()
+                          if (m, d) == (model, dataset))
+        raise EmoprobeError(f"model '{model}' on dataset '{dataset}' mixes shards extracted in different dtypes "
+                            f"({shown}); set `extraction.dtype` to one of them and delete the parts "
+                            f"(results/activations/{model}/{dataset}/...) of the other, then rerun.")
 
 
 def select(metrics: pl.DataFrame, probe: str, metric: str = "accuracy") -> pl.DataFrame:
@@ -69,20 +85,25 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02) -> pl.DataFrame:
     """Per (model, dataset, target) and fitted probe: the best (layer, position) by the probe's
     score metric (accuracy, or R2 for ridge), the score there, the first layer within `tolerance`
     of it at that position, the floor (majority-class accuracy, or the mean predictor's R2) and
-    chance (1 / n_classes; null for ridge)."""
+    chance (1 / n_classes; null for ridge).
+
+    The best score is the maximum of `candidates` CV means, picked on the same folds that score
+    it: an optimistic pick, not a held-out one. Ties go to the earlier layer, then to the
+    position nearest the end."""
     rows = []
     for probe, (metric, baseline) in SCORED.items():
         scores = select(metrics, probe, metric)
         floors = {(model, dataset, target): floor for model, dataset, target, floor
                   in baseline_rate(metrics, baseline, metric, "floor").iter_rows()}
         for (model, dataset, target), group in scores.group_by("model", "dataset", "target", maintain_order=True):
-            best = group.sort(["mean", "layer"], descending=[True, False]).row(0, named=True)
+            best = group.sort(["mean", "layer", "position"], descending=[True, False, True]).row(0, named=True)
             at_position = group.filter(pl.col("position") == best["position"]).sort("layer")
             plateau = at_position.filter(pl.col("mean") >= best["mean"] - tolerance)["layer"].min()
             rows.append({
                 "model": model, "dataset": dataset, "target": target, "probe": probe, "score_metric": metric,
                 "best_layer": best["layer"], "best_position": best["position"], "n_layers": best["n_layers"],
-                "score": best["mean"], "score_std": best["std"], "first_layer_within_tolerance": plateau,
+                "score": best["mean"], "score_std": best["std"], "candidates": group.height,
+                "first_layer_within_tolerance": plateau,
                 "floor": floors.get((model, dataset, target)),
                 "chance": 1.0 / best["n_classes"] if best["n_classes"] else None,
             })

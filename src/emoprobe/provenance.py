@@ -2,46 +2,77 @@
 
 Snakemake's `code` rerun trigger only sees the (two-line) script a rule runs, not the
 package it imports. Each rule therefore carries a fingerprint of exactly the code its
-results depend on: the modules of its stage plus the source of its job function (and of the
-helpers in emoprobe.jobs that it calls, such as the shard reading both probe kinds share). Editing
-extraction code reruns extraction (and, through the changed shards, everything after it);
-editing plotting code reruns only the report; editing a docstring elsewhere reruns nothing.
+results depend on: the source of its job function and of the helpers in emoprobe.jobs that
+it calls, plus every package module those functions import, followed through the modules'
+own imports. The module lists are derived from the code, never kept by hand, so they cannot
+drift: editing extraction code reruns extraction (and, through the changed shards,
+everything after it); editing plotting code reruns only the report.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 
-# stage -> (job function in emoprobe.jobs, package files whose code shapes its outputs)
+# stage -> its job function in emoprobe.jobs
 STAGES = {
-    "prepare": ("prepare_dataset", ["data/*.py"]),
-    "extract": ("extract_activations", ["extract.py", "shards.py", "models.py"]),
-    # regression.py: official_split_folds (the train + dev / test folds of both probe kinds).
-    "probe": ("fit_probe", ["probes.py", "shards.py", "regression.py"]),
-    # Not probes.py: regression.py takes only the column schema PROBE_COLUMNS from it, and the
-    # logistic probes' code (e.g. its torch backend) must not rerun the ridge probes.
-    "ridge": ("fit_ridge", ["regression.py", "shards.py", "data/prepare.py"]),
-    "aggregate": ("aggregate_metrics", ["aggregate.py"]),
-    "report": ("build_report", ["report.py", "aggregate.py"]),
+    "prepare": "prepare_dataset",
+    "extract": "extract_activations",
+    "probe": "fit_probe",
+    "ridge": "fit_ridge",
+    "aggregate": "aggregate_metrics",
+    "report": "build_report",
 }
 
 
 def code_fingerprint(stage: str) -> str:
-    """A short sha256 over the stage's modules and its job function's source."""
+    """A short sha256 over the stage's job functions' source and the modules they import."""
     from . import jobs
 
-    function, patterns = STAGES[stage]
+    functions = _job_functions(jobs, STAGES[stage])
     digest = hashlib.sha256()
-    for helper in _job_functions(jobs, function):
-        digest.update(inspect.getsource(helper).encode())
-    for pattern in patterns:
-        for path in sorted(PACKAGE.glob(pattern)):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for function in functions:
+        digest.update(inspect.getsource(function).encode())
+    for path in stage_modules(functions):
+        digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def stage_modules(functions) -> list[Path]:
+    """The package modules the functions import (relative imports anywhere in their source),
+    and the modules those import in turn, sorted; jobs.py itself is covered by the functions."""
+    jobs_file = Path(inspect.getfile(functions[0]))
+    found: set[Path] = set()
+    pending = [path for function in functions
+               for path in _imported(ast.parse(inspect.getsource(function).strip()), jobs_file)]
+    while pending:
+        path = pending.pop()
+        if path in found or path == jobs_file:
+            continue
+        found.add(path)
+        pending += _imported(ast.parse(path.read_text(encoding="utf-8")), path)
+    return sorted(found)
+
+
+def _imported(tree: ast.AST, importer: Path) -> list[Path]:
+    """Files of the package modules a module's relative imports name (`from .x import y`,
+    `from . import x`, `from ..x import y`)."""
+    paths = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = importer.parent
+        for _ in range(node.level - 1):
+            base = base.parent
+        target = base.joinpath(*node.module.split(".")) if node.module else base
+        candidates = [target.with_suffix(".py"), target / "__init__.py"]
+        candidates += [target / f"{alias.name}.py" for alias in node.names]  # `from .data import custom`
+        paths += [path for path in candidates if path.is_file()]
+    return paths
 
 
 def _job_functions(jobs, name: str) -> list:

@@ -180,7 +180,10 @@ multinomial logistic regression, stratified k-fold cross-validation, scored by
 1 / number of classes. Numeric targets: standardisation + ridge (penalty chosen by inner
 cross-validation on the training folds), k-fold cross-validation, scored by <code>r2</code>;
 <code>floor</code> is the R&sup2; of predicting the training folds' mean (about 0).
-<code>best_layer</code>/<code>best_position</code> maximise the score;
+<code>best_layer</code>/<code>best_position</code> maximise the score (ties: the earlier layer,
+then the position nearest the end). That <code>score</code> is the best of
+<code>candidates</code> cross-validated means, selected on the same folds that score it, so it
+is optimistic: it is not a held-out estimate of the best layer's accuracy.
 <code>first_layer_within_tolerance</code>: first layer whose score, at the best position, is
 within {tolerance} of the best. Full table: <code>results/metrics/probe_metrics.csv</code>.</p>
 <table><tr>{header}</tr>{body}</table>

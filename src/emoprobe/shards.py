@@ -75,12 +75,42 @@ class ShardWriter:
         self.partial.unlink(missing_ok=True)
 
 
+def size_problem(path: str | os.PathLike) -> str | None:
+    """Why a shard on disk is incomplete (missing, cut short, an unreadable header), or None.
+
+    Reads only the header: its declared tensor sizes must account for the file size exactly.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            (header_bytes,) = struct.unpack("<Q", handle.read(8))
+            if header_bytes > 100_000_000:
+                return "its header length is implausible"
+            header = json.loads(handle.read(header_bytes))
+        end = max(entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__")
+        expected, actual = 8 + header_bytes + end, path.stat().st_size
+    except FileNotFoundError:
+        return "it is missing"
+    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"its header is unreadable ({type(exc).__name__})"
+    if actual != expected:
+        return f"it has {actual:,} bytes where its header declares {expected:,}"
+    return None
+
+
+def delete_and_rerun(folder: str | os.PathLike) -> str:
+    """The fix for a damaged extraction part: Snakemake sees the folder as present and will not
+    rerun its job by itself."""
+    return (f"delete the part folder (rm -r {folder}) and rerun snakemake: that part is extracted again "
+            "and its probes refitted")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="numpy") as handle:
             return dict(handle.metadata() or {})
     except FileNotFoundError as exc:
-        raise ShardError(f"activation shard {path} does not exist; rerun the extraction rule.") from exc
+        raise ShardError(f"activation shard {path} does not exist; {delete_and_rerun(Path(path).parent)}.") from exc
     except Exception as exc:  # noqa: BLE001 (safetensors raises its own error types)
         raise ShardError(_corrupt(path, exc)) from exc
 
@@ -96,7 +126,7 @@ def read_position(path: str | os.PathLike, position_index: int) -> np.ndarray:
 
 def _corrupt(path, exc) -> str:
     return (f"activation shard {path} is unreadable ({type(exc).__name__}: {exc}); it is "
-            "corrupt or truncated. Delete it and rerun snakemake to extract it again.")
+            f"corrupt or truncated: {delete_and_rerun(Path(path).parent)}.")
 
 
 def check_metadata(path: str | os.PathLike, metadata: dict[str, str], expected: dict[str, str]) -> None:
@@ -106,5 +136,5 @@ def check_metadata(path: str | os.PathLike, metadata: dict[str, str], expected: 
     if mismatches:
         raise ShardError(
             f"activation shard {path} does not match its inputs ({'; '.join(mismatches)}). "
-            "Delete the model's activation folder and rerun snakemake to re-extract."
+            f"{delete_and_rerun(Path(path).parent)}."
         )

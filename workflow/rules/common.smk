@@ -15,6 +15,7 @@ from emoprobe.errors import EmoprobeError
 from emoprobe.models import LayerCountCache
 from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
 from emoprobe.provenance import code_fingerprint
+from emoprobe.shards import delete_and_rerun, size_problem
 
 try:
     config.update(validate_config(config))
@@ -69,6 +70,28 @@ PARTS = {
     for model in MODELS
     for dataset in DATASETS
 }
+
+
+def check_parts_on_disk():
+    """Stop before any job if a part in use lost a shard or holds one cut short: Snakemake sees
+    the folder (a directory() output) as present and would neither rerun its extraction nor
+    notice. A part still holding *.partial files is an interrupted job, left to Snakemake's
+    rerun-incomplete."""
+    problems = []
+    for (model, dataset), plan in PARTS.items():
+        for part in sorted(set(plan.values())):
+            folder = Path("results/activations") / model / dataset / part
+            if not folder.is_dir() or any(folder.glob("*.partial")):
+                continue
+            for layer in parse_part(part)[0]:
+                shard = folder / f"layer_{layer}.safetensors"
+                if problem := size_problem(shard):
+                    problems.append(f"{shard}: {problem}; {delete_and_rerun(folder)}")
+    if problems:
+        raise WorkflowError("damaged activation parts:\n  " + "\n  ".join(problems))
+
+
+check_parts_on_disk()
 
 
 # A probe job fits, at one layer, all the positions of the part holding that layer's requested

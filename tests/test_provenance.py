@@ -1,0 +1,45 @@
+"""Stage fingerprints follow the code each job imports, so no module can be left out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from emoprobe import jobs, provenance
+
+STAGES = set(provenance.STAGES)
+
+
+def stages_importing(module: str) -> set[str]:
+    """The stages whose fingerprint covers `module` (a path inside src/emoprobe)."""
+    return {stage for stage, function in provenance.STAGES.items()
+            if provenance.PACKAGE / module in provenance.stage_modules(provenance._job_functions(jobs, function))}
+
+
+@pytest.mark.parametrize(("module", "stages"), [
+    # parse_positions (parts.py) and sha256_of (data/sources.py) shape every probe job's inputs
+    ("parts.py", {"probe", "ridge"}),
+    ("data/sources.py", {"prepare", "extract", "probe", "ridge"}),
+    ("folds.py", {"probe", "ridge"}),
+    ("shards.py", {"extract", "probe", "ridge"}),
+    ("extract.py", {"extract"}),
+    ("models.py", {"extract"}),
+    ("probes.py", {"probe"}),  # the logistic probe's code never reruns the ridge probes
+    ("regression.py", {"ridge"}),
+    ("data/isear.py", {"prepare", "ridge"}),  # ridge reads target names through data/prepare.py
+    ("aggregate.py", {"aggregate", "report"}),
+    ("report.py", {"report"}),
+    ("errors.py", STAGES),
+])
+def test_each_module_reaches_the_stages_that_import_it(module, stages):
+    assert stages_importing(module) == stages
+
+
+def test_an_edit_to_an_imported_module_changes_the_fingerprint(monkeypatch):
+    """parts.py is imported only inside a helper of the probe jobs; editing it must still count."""
+    parts = provenance.PACKAGE / "parts.py"
+    before = {stage: provenance.code_fingerprint(stage) for stage in STAGES}
+    original = type(parts).read_bytes
+    monkeypatch.setattr(type(parts), "read_bytes",
+                        lambda self: original(self) + (b"# edited" if self == parts else b""))
+    after = {stage: provenance.code_fingerprint(stage) for stage in STAGES}
+    assert {stage for stage in STAGES if before[stage] != after[stage]} == {"probe", "ridge"}
