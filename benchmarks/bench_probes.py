@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from emoprobe.folds import assign_folds
 from emoprobe.probes import fit_predict_torch, make_logistic_probe
 from emoprobe.shards import read_metadata, read_position
 
@@ -36,8 +36,9 @@ def main() -> None:
     parser.add_argument("--skip-sklearn", action="store_true", help="time only the torch backend")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    y = pl.read_parquet(args.table)["label_id"].to_numpy()
-    folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(np.zeros(len(y)), y))
+    table = pl.read_parquet(args.table)
+    y = table["label_id"].to_numpy()
+    folds = assign_folds(table["text"].to_numpy(), args.folds, 0, labels=y)  # the probe jobs' folds
     layers = args.layers or sorted(int(p.stem.split("_")[1]) for p in args.shard_dir.glob("layer_*.safetensors"))
     print(f"threads={args.threads} folds={args.folds} rows={len(y)}")
     print(f"{'layer':>5} {'sklearn_s':>9} {'torch_pos_s':>11} {'torch_all_s':>11} {'speedup_pos':>11} "

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
-from emoprobe.config import PROMPT_TEMPLATES, resolve_layers, resolve_template, validate_config
+from emoprobe.config import PROMPT_TEMPLATES, load_schema, resolve_layers, resolve_template, validate_config
+from emoprobe.data import crowd_envent, emobank
+from emoprobe.data.prepare import resolve_spec
 from emoprobe.errors import ConfigError
 
 from .conftest import REPO
@@ -22,6 +27,13 @@ def with_changes(**changes):
     return config
 
 
+def type_options(kind: str) -> dict:
+    """The options that the schema's allOf/then branches give one dataset type."""
+    branches = load_schema()["properties"]["datasets"]["additionalProperties"]["allOf"]
+    return {key: option for branch in branches if jsonschema.Draft202012Validator(branch["if"]).is_valid({"type": kind})
+            for key, option in branch["then"]["properties"].items()}
+
+
 def test_defaults_are_filled_in():
     config = validate_config(MINIMAL)
     assert config["positions"] == [-1, -2, -3, -4, -5]
@@ -30,6 +42,51 @@ def test_defaults_are_filled_in():
                                "mem_mb": 4000, "runtime": 60}
     assert config["models"]["m"]["trust_remote_code"] is False
     assert config["prompt"]["template"] == "zero_shot"
+    assert config["extraction"]["dtype"] == "auto"
+
+
+def test_model_keys_and_defaults_per_source():
+    config = validate_config(with_changes(models={
+        "hub": {"source": "hub", "id": "org/model"}, "local": {"source": "local", "path": "/m"},
+        "gguf": {"source": "gguf", "id": "org/repo", "file": "m.gguf", "revision": "main", "sha256": "ab" * 32}}))
+    assert config["models"]["hub"] == {"source": "hub", "id": "org/model", "revision": None, "quantisation": None,
+                                       "trust_remote_code": False}
+    assert config["models"]["local"] == {"source": "local", "path": "/m", "quantisation": None,
+                                         "trust_remote_code": False}
+    assert config["models"]["gguf"]["sha256"] == "ab" * 32
+    gguf = validate_config(with_changes(models={"g": {"source": "gguf", "path": "m.gguf"}}))["models"]["g"]
+    assert gguf["sha256"] is None and gguf["revision"] is None
+
+
+def test_dataset_options_come_from_the_schema_alone():
+    """validate_config and resolve_spec (direct callers' partial specs) fill the same defaults, those of a
+    type's allOf/then branch included, and refuse what the schema refuses."""
+    expected = {"type": "goemotions", "labels": "single_label", "max_per_class": None, "max_rows": None,
+                "official_split": False, "bad_rows": "error", "duplicate_texts": "keep"}
+    assert validate_config(with_changes(datasets={"go": {"type": "goemotions"}}))["datasets"]["go"] == expected
+    assert resolve_spec({"type": "goemotions"}) == expected
+    custom = resolve_spec({"type": "custom", "path": "x.csv"})
+    assert custom["missing_values"] == type_options("custom")["missing_values"]["default"] and custom["header"] is True
+    with pytest.raises(ConfigError, match=r"'datasets.<name>.max_rows': 0 is less than the minimum of 1"):
+        resolve_spec({"type": "isear", "max_rows": 0})
+    with pytest.raises(ConfigError, match=r"'datasets.<name>': 'labels' does not apply to type 'isear'"):
+        resolve_spec({"type": "isear", "labels": "ekman"})
+
+
+def test_schema_lists_the_loaders_names():
+    """The schema alone checks the options; the loaders' own name lists must agree with it."""
+    assert tuple(type_options("crowd_envent")["targets"]["oneOf"][1]["items"]["enum"]) == crowd_envent.APPRAISALS
+    assert tuple(type_options("emobank")["targets"]["items"]["enum"]) == emobank.DIMENSIONS
+
+
+def test_custom_dataset_path_must_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = with_changes(datasets={"d": {"type": "custom", "path": "mine.csv", "label_column": "label"}})
+    with pytest.raises(ConfigError, match=rf"'datasets.d.path': 'mine.csv' does not exist.*working directory, "
+                                          rf"{re.escape(str(Path.cwd()))}"):
+        validate_config(config)
+    (tmp_path / "mine.csv").write_text("text,label\na,joy\n")
+    assert validate_config(config)["datasets"]["d"]["path"] == "mine.csv"
 
 
 def test_shipped_config_is_valid():
@@ -41,15 +98,56 @@ def test_shipped_config_is_valid():
     (with_changes(modles={}), r"'<top level>'.*'modles' was unexpected"),
     (with_changes(probe={"cv_fold": 5}), r"'probe'.*'cv_fold' was unexpected.*cv_folds"),
     (with_changes(seed="zero"), r"'seed': 'zero' is not of type 'integer'"),
+    (with_changes(seed=-1), r"'seed': -1 is less than the minimum of 0"),
+    (with_changes(seed=2**32), r"'seed': 4294967296 is greater than the maximum of 4294967295"),
+    (with_changes(extraction={"dtype": "float16"}),
+     r"'extraction.dtype': 'float16' is not one of \['auto', 'float32', 'bfloat16'\]"),
     (with_changes(positions=[-1, 0]), r"'positions.1': position 0 is not allowed"),
     (with_changes(positions=[-1, -2, -1]), r"'positions'.*duplicated"),
     (with_changes(models={}), r"'models': is empty"),
     (with_changes(layers="some"), r"'layers': 'some' is not valid"),
     (with_changes(models={"m": {"source": "hub"}}), r"'models.m': source 'hub' needs more.*id"),
     (with_changes(models={"m": {"source": "gguf", "file": "x.gguf"}}), r"'models.m'.*package"),
+    (with_changes(models={"m": {"source": "gguf", "id": "org/repo"}}), r"'models.m': source 'gguf' needs more"),
+    (with_changes(models={"m": {"source": "local", "path": "/m", "revision": "abc"}}),
+     r"'models.m': 'revision' does not apply to source 'local'. Allowed keys: path, quantisation, source, "
+     r"trust_remote_code\."),
+    (with_changes(models={"m": {"source": "local", "path": "/m", "id": "org/model"}}),
+     r"'models.m': 'id' does not apply to source 'local'"),
+    (with_changes(models={"m": {"source": "local", "path": "/m", "package": "p"}}),
+     r"'models.m': 'package' does not apply to source 'local'"),
+    (with_changes(models={"m": {"source": "hub", "id": "org/model", "file": "m.gguf"}}),
+     r"'models.m': 'file' does not apply to source 'hub'. Allowed keys: id, quantisation, revision, source, "
+     r"trust_remote_code\."),
+    (with_changes(models={"m": {"source": "hub", "id": "org/model", "package": "p"}}),
+     r"'models.m': 'package' does not apply to source 'hub'"),
+    (with_changes(models={"m": {"source": "hub", "id": "org/model", "sha256": "0" * 64}}),
+     r"'models.m': 'sha256' does not apply to source 'hub'"),
+    (with_changes(models={"m": {"source": "gguf", "path": "m.gguf", "sha256": "ABC"}}),
+     r"'models.m.sha256': 'ABC' does not match"),
+    (with_changes(models={"m": {"source": "gguf", "path": "m.gguf", "revision": "main"}}),
+     r"'models.m': `revision` applies only with `id`"),
+    (with_changes(models={"m": {"source": "gguf", "path": "m.gguf", "file": "x.gguf"}}),
+     r"'models.m': `file` does not apply with `path`"),
+    (with_changes(models={"m": {"source": "gguf", "package": "p", "id": "org/repo", "file": "x.gguf"}}),
+     r"'models.m': `id` and `package` both say where the GGUF file is; keep one"),
     (with_changes(datasets={"d": {"type": "crowd_envnet"}}), r"'datasets.d.type'"),
     (with_changes(prompt={"template": "Tell me the emotion"}), r"'prompt.template'.*\{text\}"),
     (with_changes(prompt={"template": "{text} {answer}"}), r"'prompt.template'.*placeholder"),
+    (with_changes(prompt={"template": "Text: {{text}}"}),
+     r"'prompt.template': 'Text: \{\{text\}\}' .*exactly one placeholder, \{text\}.*it has none"),
+    (with_changes(prompt={"template": "Text: {text:>20}"}), r"'prompt.template'.*exactly one.*it has \{text:>20\}"),
+    (with_changes(prompt={"template": "Text: {text!r}"}), r"'prompt.template'.*exactly one.*it has \{text!r\}"),
+    (with_changes(prompt={"template": "{text} or {text}"}), r"'prompt.template'.*exactly one.*\{text\}, \{text\}"),
+    (with_changes(prompt={"template": "Text: {text"}), r"'prompt.template'.*literal braces as \{\{ and \}\}"),
+    (with_changes(datasets={"d": {"type": "crowd_envent", "official_split": True}}),
+     r"'datasets.d.official_split': crowd_envent and isear have no official train/test split"),
+    (with_changes(datasets={"d": {"type": "isear", "official_split": True}}),
+     r"'datasets.d.official_split': crowd_envent and isear have no official train/test split"),
+    (with_changes(datasets={"d": {"type": "custom", "path": "x.csv", "label_column": "y", "official_split": True}}),
+     r"'datasets.d.official_split': official_split needs split_column"),
+    (with_changes(datasets={"d": {"type": "empathetic_dialogues", "path": "ed.tar.gz"}}),
+     r"'datasets.d.path': `path` is only for format: official"),
 ])
 def test_bad_config_is_named(config, message):
     with pytest.raises(ConfigError, match=message):

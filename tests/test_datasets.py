@@ -16,9 +16,9 @@ from emoprobe.data import crowd_envent, custom, emobank, empathetic_dialogues, g
 from emoprobe.data.prepare import (PREPARED_COLUMNS, build_prepared_table, prepare, probe_plan, resolve_spec,
                                    target_columns)
 from emoprobe.data.sources import fetch
-from emoprobe.errors import DataError
+from emoprobe.errors import ConfigError, DataError
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, require
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEMPLATE = "Context: {text} Answer:"
@@ -51,8 +51,7 @@ ISEAR_COUNTS = dict(anger=1096, sadness=1096, disgust=1096, shame=1096, fear=109
 
 def shared(dataset: str) -> Path:
     folder = SHARED_DATA / dataset
-    if not folder.is_dir():
-        pytest.skip(f"seed data not found at {folder}")
+    require(folder.is_dir(), f"seed data not found at {folder}")
     return folder
 
 
@@ -117,10 +116,10 @@ def test_goemotions_ekman_drops_rows_spanning_two_classes():
 def test_goemotions_constants_match_the_shared_files():
     folder = shared("goemotions")
     assert tuple((folder / "emotions.txt").read_text().split()) == goemotions.EMOTIONS
-    with pytest.raises(DataError, match=r"`labels: 'sentiment'` is not one of"):
-        probe_plan({"type": "goemotions", "labels": "sentiment"})
-    assert probe_plan({"type": "goemotions", "labels": "raw"}) == {"classification": False,
-                                                                    "targets": list(goemotions.EMOTIONS)}
+    with pytest.raises(ConfigError, match=r"'datasets.<name>.labels': 'sentiment' is not one of"):
+        resolve_spec({"type": "goemotions", "labels": "sentiment"})
+    raw = resolve_spec({"type": "goemotions", "labels": "raw"})
+    assert probe_plan(raw) == {"classification": False, "targets": list(goemotions.EMOTIONS)}
 
 
 # ISEAR ----------------------------------------------------------------------------------------
@@ -243,9 +242,10 @@ def test_crowd_envent_appraisal_targets():
     assert appraisals.null_count().sum_horizontal()[0] == 0
     assert appraisals.min().min_horizontal()[0] == 1 and appraisals.max().max_horizontal()[0] == 5
     assert table["label_id"].n_unique() == 13
-    assert probe_plan({"type": "crowd_envent", "targets": ["pleasantness"]})["targets"] == ["pleasantness"]
-    with pytest.raises(DataError, match=r"`targets: \['valence'\]` must be \"all\" or a list"):
-        probe_plan({"type": "crowd_envent", "targets": ["valence"]})
+    pleasantness = resolve_spec({"type": "crowd_envent", "targets": ["pleasantness"]})
+    assert probe_plan(pleasantness)["targets"] == ["pleasantness"]
+    with pytest.raises(ConfigError, match=r"'datasets.<name>.targets': \['valence'\] is not valid"):
+        resolve_spec({"type": "crowd_envent", "targets": ["valence"]})
 
 
 @pytest.mark.parametrize("spec, columns", [
@@ -263,14 +263,14 @@ def test_prepared_contract_for_classification_datasets(spec, columns):
 
 
 def test_dataset_options_are_checked():
-    with pytest.raises(DataError, match=r"options \['labels'\] do not apply to type 'isear'"):
+    with pytest.raises(ConfigError, match=r"'datasets.<name>': 'labels' does not apply to type 'isear'"):
         resolve_spec({"type": "isear", "labels": "ekman"})
-    with pytest.raises(DataError, match=r"type 'imdb' is unknown"):
+    with pytest.raises(ConfigError, match=r"'datasets.<name>.type': 'imdb' is not one of"):
         resolve_spec({"type": "imdb"})
-    with pytest.raises(DataError, match=r"`bad_rows: 'skip'` must be one of \['error', 'drop'\]"):
+    with pytest.raises(ConfigError, match=r"'datasets.<name>.bad_rows': 'skip' is not one of \['error', 'drop'\]"):
         resolve_spec({"type": "isear", "bad_rows": "skip"})
-    with pytest.raises(DataError, match="has no official train/test split"):
-        prepare({"type": "isear", "official_split": True}, TEMPLATE, 0, str(shared("isear").parent), "x")
+    with pytest.raises(ConfigError, match="'datasets.<name>.official_split': crowd_envent and isear have no official"):
+        prepare({"type": "isear", "official_split": True}, TEMPLATE, 0, str(SHARED_DATA), "x")
 
 
 # Custom files ---------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_custom_csv_with_quotes_separators_newlines_cp1252_and_missing_values(tm
     assert table["id"].to_list() == ["a1", "a2", "a5"]
     assert table.columns == [*PREPARED_COLUMNS, "split", "valence", "arousal"]
     assert table["label_id"].to_list() == [0, 1, 0]
-    assert probe_plan(spec) == {"classification": True, "targets": ["valence", "arousal"]}
+    assert probe_plan(resolve_spec(spec)) == {"classification": True, "targets": ["valence", "arousal"]}
 
 
 def test_custom_wrong_encoding_is_named(tmp_path):
@@ -368,7 +368,7 @@ def test_custom_non_numeric_target_and_missing_column(tmp_path):
         prepare(custom_spec(path, target_columns=["score"]), TEMPLATE, 0, None, "x")
     with pytest.raises(DataError, match=r"`label_column: 'label'` is not a column of .*\['text', 'score'\]"):
         prepare(custom_spec(path, label_column="label"), TEMPLATE, 0, None, "x")
-    with pytest.raises(DataError, match=r"custom dataset file .*missing.csv does not exist"):
+    with pytest.raises(DataError, match=r"cannot read .*missing.csv: No such file"):
         prepare(custom_spec(tmp_path / "missing.csv"), TEMPLATE, 0, None, "x")
     with pytest.raises(DataError, match="sha256 mismatch"):
         prepare(custom_spec(path, target_columns=["score"], sha256="0" * 64), TEMPLATE, 0, None, "x")
@@ -419,7 +419,7 @@ def test_labels_unseen_in_the_official_training_split(tmp_path):
     table = prepare({**spec, "bad_rows": "drop"}, TEMPLATE, 0, None, "x")
     assert table["text"].to_list() == ["a", "b", "c", "e"] and table["split"].to_list() == ["train", "train", "test",
                                                                                            "dev"]
-    with pytest.raises(DataError, match="set `split_column`"):
+    with pytest.raises(ConfigError, match="'datasets.<name>.official_split': official_split needs split_column"):
         prepare({**spec, "split_column": None}, TEMPLATE, 0, None, "x")
 
 
@@ -429,3 +429,34 @@ def test_build_prepared_table_still_takes_a_plain_frame():
     assert table.columns == list(PREPARED_COLUMNS) and table["label_id"].to_list() == [1, 0]
     with pytest.raises(DataError, match=r"labels \['joy'\] are not in the label order"):
         build_prepared_table(frame, ("anger",), TEMPLATE)
+
+
+def test_custom_jsonl_numeric_labels_are_one_label_per_value(tmp_path):
+    lines = [{"text": "a", "cls": 1}, {"text": "b", "cls": 1.0}, {"text": "c", "cls": 1.5}, {"text": "d", "cls": 2},
+             {"text": "e", "cls": "2"}, {"text": "f", "cls": 1.5}]
+    path = write(tmp_path / "mine.jsonl", "\n".join(map(json.dumps, lines)))
+    frame = custom.load_dataset(resolve_spec(custom_spec(path, label_column="cls")))
+    assert frame["label"].cast(pl.String).to_list() == ["1", "1", "1.5", "2", "2", "1.5"]
+    assert frame["label"].dtype == pl.Enum(["1", "1.5", "2"])
+
+
+def test_classes_too_small_for_the_folds_name_the_slicing_options_set():
+    shared("crowd_envent")
+    for options, fix in (({"max_rows": 20}, "raise max_rows,"), ({"max_per_class": 3}, "raise max_per_class,"),
+                         ({"max_per_class": 3, "max_rows": 20}, "raise max_per_class or max_rows,")):
+        with pytest.raises(DataError, match=r"fewer texts than probe.cv_folds=5") as error:
+            prepare({"type": "crowd_envent", **options}, TEMPLATE, 0, str(SHARED_DATA), "x", cv_folds=5)
+        assert f"lower probe.cv_folds or {fix}" in str(error.value)
+
+
+def test_a_single_class_left_is_refused_before_extraction(tmp_path):
+    path = write(tmp_path / "mine.csv", "text,label\na,joy\nb,joy\nc,joy\nd,fear\n")
+    with pytest.raises(DataError, match=r"only one class, 'joy', is left of the source's 2 \(fear, joy\): "
+                                        r"bad_rows: drop removed the others"):
+        prepare(custom_spec(path, label_column="label", bad_rows="drop"), TEMPLATE, 0, None, "x", cv_folds=2)
+    write(path, "text,label\na,joy\nb,joy\n")
+    with pytest.raises(DataError, match=r"only one class, 'joy'.*in the source"):
+        prepare(custom_spec(path, label_column="label"), TEMPLATE, 0, None, "x")
+    shared("crowd_envent")
+    with pytest.raises(DataError, match=r"only one class, '\w+', is left of the source's 13 .*: max_rows: 1 removed"):
+        prepare({"type": "crowd_envent", "max_rows": 1}, TEMPLATE, 0, str(SHARED_DATA), "x")

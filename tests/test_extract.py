@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from emoprobe.extract import extract, extract_to_shards, length_sorted_batches, 
 from emoprobe.shards import read_metadata, read_position
 
 from .conftest import FAMILIES
+from .test_models import damaged_copy
 
 POSITIONS = [-1, -2, -5]
 
@@ -88,16 +90,21 @@ def test_batched_equals_one_at_a_time(tiny_models, crowd_envent_slice, family, s
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_hooks_match_output_hidden_states(tiny_models, family):
-    """Layer L equals HF's hidden_states[L] (the last one is compared before the final norm)."""
+    """Layer L equals HF's hidden_states[L] for every L up to n_layers (HF's last one is normed, so the
+    model's final norm is applied to ours before comparing it)."""
     tokenizer, model, _ = _load(tiny_models[family]["right"])
     prompt = "What are the inferred emotions in the following contexts? Context: i was happy . Answer:"
     n_layers = model.config.num_hidden_layers
-    ours = _collect(model, tokenizer, [prompt], ["t0"], list(range(n_layers)), batch_size=1)
+    ours = _collect(model, tokenizer, [prompt], ["t0"], list(range(n_layers + 1)), batch_size=1)
     encoded = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
         reference = model(**encoded, output_hidden_states=True).hidden_states
     n_tokens = encoded["input_ids"].shape[1]
-    for layer in range(n_layers):
+    # HF's last hidden state has been through the final norm (BERT has none): apply it to ours.
+    final_norm = getattr(model, "norm", None) or getattr(model, "ln_f", None) or torch.nn.Identity()
+    with torch.inference_mode():
+        ours[n_layers] = final_norm(torch.as_tensor(ours[n_layers])).numpy()
+    for layer in range(n_layers + 1):
         for p_index, position in enumerate(POSITIONS):
             expected = reference[layer][0, n_tokens + position].numpy()
             np.testing.assert_allclose(ours[layer][0, p_index], expected, atol=1e-5)
@@ -173,3 +180,55 @@ def test_out_of_memory_halves_the_batch(tiny_models, crowd_envent_slice):
     assert sizes[:3] == [16, 8, 4] and max(sizes[3:]) <= 4
     for layer in (1, 3):
         np.testing.assert_allclose(limited[layer], reference[layer], atol=1e-4)
+
+
+def test_left_padding_without_position_ids_pads_right(tiny_models, crowd_envent_slice, caplog):
+    """A left-padding tokenizer on a model whose forward() takes no position_ids (GPT-2's absolute
+    positions would count the pads): batches are padded on the right and equal one-at-a-time runs."""
+    tokenizer, model, _ = _load(tiny_models["gpt2"]["left"])
+    original = model.forward
+
+    def forward(input_ids=None, attention_mask=None, use_cache=None):
+        return original(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+    model.forward = forward
+    prompts, ids = crowd_envent_slice["prompt"].to_list(), crowd_envent_slice["id"].to_list()
+    caplog.set_level("INFO", logger="emoprobe")
+    batched = _collect(model, tokenizer, prompts, ids, [1, 3], batch_size=7)
+    single = _collect(model, tokenizer, prompts, ids, [1, 3], batch_size=1)
+    for layer in (1, 3):
+        np.testing.assert_allclose(batched[layer], single[layer], atol=1e-4, rtol=0)
+    assert caplog.text.count("takes no position_ids") == 2  # once per run
+
+
+def test_non_finite_activations_stop_extraction(tmp_path, tiny_models):
+    """An infinite embedding for one word: the run stops naming the model and that word's text, no shard."""
+    tokenizer, model, _ = _load(tiny_models["llama"]["right"])
+    with torch.no_grad():
+        model.embed_tokens.weight[tokenizer.convert_tokens_to_ids("birthday")] = float("inf")
+    prompts = ["i was happy today at home", "on my birthday i was sad", "we went home and it was good"]
+    with pytest.raises(ExtractionError, match=r"'tiny-llama'.*NaN or inf.*layer 1.*bad-2.*corrupt.*overflowed"):
+        extract_to_shards(model, tokenizer, prompts, ["ok-1", "bad-2", "ok-3"], [0, 1, 2], [-1], 3,
+                          lambda layer: str(tmp_path / f"layer_{layer}.safetensors"), {"model_id": "tiny-llama"},
+                          progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # gguf dequantising the noise
+def test_corrupt_gguf_weights_stop_extraction(tmp_path):
+    """The real SmolLM2 GGUF with 4 MB of its block weights overwritten: NaN activations are refused
+    naming the file, and neither a shard nor a .partial file is left."""
+    def overwrite(data):
+        start = len(data) // 2  # in the blocks' weights: the header and token embeddings end at 32 MB
+        data[start:start + (4 << 20)] = np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+        return data
+
+    corrupt = damaged_copy(tmp_path, overwrite)
+    tokenizer, model, resolved = models.load({"source": "gguf", "path": str(corrupt)}, torch.device("cpu"), "float32")
+    shards = tmp_path / "shards"
+    prompts = ["Context: i was happy today . Answer:", "Context: we went home and it was sad . Answer:"]
+    with pytest.raises(ExtractionError, match=f"'{re.escape(str(corrupt))}'.*NaN or inf.*(t0|t1)"):
+        extract_to_shards(model, tokenizer, prompts, ["t0", "t1"], list(range(31)), POSITIONS, 8,
+                          lambda layer: str(shards / f"layer_{layer}.safetensors"), {"model_id": resolved.model_id},
+                          progress=False)
+    assert not [p for p in shards.rglob("*") if p.suffix in (".safetensors", ".partial")]

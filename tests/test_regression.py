@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from emoprobe.errors import DataError
-from emoprobe.probes import cross_validate_probe
-from emoprobe.regression import REGRESSION_COLUMNS, cross_validate_ridge, official_split_folds
+from emoprobe.folds import assign_folds
+from emoprobe.regression import REGRESSION_COLUMNS, cross_validate_ridge
 
 
 def _mean(scores: pl.DataFrame, probe: str, metric: str, target: str) -> float:
@@ -37,11 +37,30 @@ def test_known_r2_is_recovered_for_every_target_in_one_call():
     assert _mean(scores, "ridge", "pearson_r", "linear") == pytest.approx(np.sqrt(0.8), abs=0.02)
     assert -0.03 < _mean(scores, "ridge", "r2", "noise") < 0.01
     assert abs(_mean(scores, "ridge", "pearson_r", "noise")) < 0.1
-    for target in ("linear", "noise", "scaled"):
-        assert -0.02 < _mean(scores, "mean", "r2", target) <= 0.0  # the floor
     ridge = scores.filter(pl.col("probe") == "ridge")
     assert ridge["fold"].n_unique() == 5 and set(ridge["metric"]) == {"r2", "pearson_r", "alpha"}
     assert scores.filter(pl.col("probe") == "mean")["metric"].unique().to_list() == ["r2"]
+
+
+def _brute_force_r2(truth: np.ndarray, predicted: float) -> float:
+    return 1 - np.sum((truth - predicted) ** 2) / np.sum((truth - truth.mean()) ** 2)
+
+
+def test_mean_predictor_is_the_training_folds_mean():
+    """Two folds whose training rows, test rows and all rows have different means: the floor
+    predicts the training rows' mean (R-squared below 0), not the test rows' (exactly 0)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    Y = np.concatenate([rng.normal(size=(15, 2)), rng.normal(size=(25, 2)) + [2.0, -5.0]])
+    folds = [(np.arange(15), np.arange(15, 40)), (np.arange(15, 40), np.arange(15))]
+    scores = cross_validate_ridge(X, Y, ["a", "b"], folds=folds).filter(pl.col("probe") == "mean")
+    for fold, (train, test) in enumerate(folds):
+        for j, target in enumerate(["a", "b"]):
+            expected = {where: _brute_force_r2(Y[test, j], Y[rows, j].mean())
+                        for where, rows in (("train", train), ("test", test), ("all", np.arange(40)))}
+            assert len(set(expected.values())) == 3  # the three choices differ
+            (got,) = scores.filter((pl.col("fold") == fold) & (pl.col("target") == target))["value"]
+            assert got == pytest.approx(expected["train"], rel=1e-12)
 
 
 def test_penalty_is_chosen_per_target():
@@ -61,12 +80,9 @@ def test_same_seed_same_scores_and_official_split():
     a = cross_validate_ridge(X, Y, ["a", "b", "c"], seed=3)
     assert a.equals(cross_validate_ridge(X, Y, ["a", "b", "c"], seed=3))
     split = np.array(["train"] * 140 + ["dev"] * 20 + ["test"] * 40)
-    (train, test), = official_split_folds(split)
-    assert len(train) == 160 and test.tolist() == list(range(160, 200))
-    scores = cross_validate_ridge(X, Y, ["a", "b", "c"], folds=official_split_folds(split))
+    folds = assign_folds(np.arange(200), split=split)
+    scores = cross_validate_ridge(X, Y, ["a", "b", "c"], folds=folds)
     assert scores["fold"].unique().to_list() == [0] and _mean(scores, "ridge", "r2", "a") > 0.6
-    with pytest.raises(DataError, match=r"split values \['validation'\] are not train, dev or test"):
-        official_split_folds(["train", "validation", "test"])
 
 
 @pytest.mark.parametrize("change, message", [
@@ -85,17 +101,44 @@ def test_shape_and_size_problems_are_named():
     X, Y = _synthetic(n=100)
     with pytest.raises(DataError, match=r"3 target columns but target names \['a', 'b'\]"):
         cross_validate_ridge(X, Y, ["a", "b"])
-    with pytest.raises(DataError, match=r"8 rows are too few for probe.cv_folds=5"):
+    with pytest.raises(DataError, match=r"fold \d has 7 training and 1 test rows; a ridge probe needs at least 3"):
         cross_validate_ridge(X[:8], Y[:8], ["a", "b", "c"])
+    with pytest.raises(DataError, match=r"4 distinct texts are too few for probe.cv_folds=5"):
+        cross_validate_ridge(X[:8], Y[:8], ["a", "b", "c"], groups=np.repeat(np.arange(4), 2))
 
 
-def test_classification_reports_balanced_accuracy():
-    """Balanced accuracy (mean recall per class) sits beside accuracy in the classification probe."""
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], [180, 20])
-    X = rng.normal(size=(200, 5))
-    scores = cross_validate_probe(X, y, cv_folds=5)
-    majority = scores.filter((pl.col("probe") == "majority"))
-    accuracy = majority.filter(pl.col("metric") == "accuracy")["value"].mean()
-    balanced = majority.filter(pl.col("metric") == "balanced_accuracy")["value"].mean()
-    assert accuracy == pytest.approx(0.9) and balanced == pytest.approx(0.5)
+def test_penalty_search_sees_one_row_per_text():
+    """Random targets per text, three copies each: leave-one-out over rows lets each copy's twins
+    predict it and picks the smallest penalty; the search over one row per text picks what RidgeCV
+    picks on the deduplicated rows, and the held-out R2 stays near the mean predictor's."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from emoprobe.regression import DEFAULT_ALPHAS, fit_ridge_probe
+
+    rng = np.random.default_rng(2)
+    text_of_row = np.repeat(np.arange(100), 3)  # more features than texts: copies can be memorised
+    X, Y = rng.normal(size=(100, 150))[text_of_row], rng.normal(size=(100, 1))[text_of_row]
+    Z = StandardScaler().fit_transform(X)
+    over_rows = RidgeCV(alphas=DEFAULT_ALPHAS).fit(Z, Y).alpha_
+    over_texts = RidgeCV(alphas=DEFAULT_ALPHAS).fit(Z[::3], Y[::3]).alpha_
+    assert over_rows == min(DEFAULT_ALPHAS) and over_texts >= 100  # what the copies did to the old search
+    _, chosen = fit_ridge_probe(X, Y, text_of_row)
+    assert chosen.tolist() == [over_texts]
+    scores = cross_validate_ridge(X, Y, ["random"], cv_folds=5, groups=text_of_row)
+    assert _mean(scores, "ridge", "r2", "random") > _mean(scores, "mean", "r2", "random") - 0.05
+
+
+def test_penalty_without_copies_is_ridgecvs_own():
+    """No repeated text: the same penalties and predictions as sklearn's RidgeCV pipeline."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from emoprobe.regression import DEFAULT_ALPHAS, fit_ridge_probe
+
+    X, Y = _synthetic(n=150, dim=30)
+    probe, chosen = fit_ridge_probe(X, Y, np.arange(len(X)))
+    reference = RidgeCV(alphas=DEFAULT_ALPHAS, alpha_per_target=True).fit(StandardScaler().fit_transform(X), Y)
+    np.testing.assert_array_equal(chosen, reference.alpha_)
+    np.testing.assert_allclose(probe.predict(X), reference.predict(StandardScaler().fit_transform(X)), rtol=1e-7,
+                               atol=1e-9)

@@ -170,6 +170,16 @@ def test_bad_config_stops_before_any_job(tmp_path, change, message):
     assert not (tmp_path / "run" / "results").exists()
 
 
+def test_pinned_gguf_with_another_sha256_stops_before_any_job(tmp_path):
+    """The real SmolLM2 GGUF pinned to a wrong hash: refused while the DAG is built."""
+    require_smollm2()
+    spec = SMOLLM2 | {"sha256": "0" * 64}
+    result = run_snakemake(tmp_path / "run", tiny_config({"smollm2": spec}), "-n")
+    assert result.returncode != 0
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf has sha256 " in result.stderr and f"`sha256: {'0' * 64}`" in result.stderr
+    assert not (tmp_path / "run" / "results").exists()
+
+
 def test_sha_mismatch_fails_prepare_and_leaves_no_table(tmp_path):
     data_dir = tmp_path / "data" / "crowd_envent"
     data_dir.mkdir(parents=True)

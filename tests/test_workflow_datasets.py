@@ -186,10 +186,11 @@ def test_dataset_options_are_checked_up_front(dataset, message):
         validate_config({"models": MINIMAL_MODELS, "datasets": {"d": dataset}})
 
 
-def test_dataset_defaults_are_filled_per_type():
+def test_dataset_defaults_are_filled_per_type(tmp_path):
+    (tmp_path / "x.csv").write_text("text,y\na,b\n")
     datasets = validate_config({"models": MINIMAL_MODELS, "datasets": {
         "go": {"type": "goemotions"}, "eb": {"type": "emobank"}, "ce": {"type": "crowd_envent"},
-        "mine": {"type": "custom", "path": "x.csv", "label_column": "y"}}})["datasets"]
+        "mine": {"type": "custom", "path": str(tmp_path / "x.csv"), "label_column": "y"}}})["datasets"]
     assert datasets["go"]["labels"] == "single_label" and datasets["go"]["official_split"] is False
     assert datasets["eb"]["targets"] == ["V", "A", "D"] and "targets" not in datasets["go"]
     assert datasets["ce"]["targets"] == [] and datasets["ce"]["bad_rows"] == "error"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import string
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+from snakemake.utils import validate
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -34,28 +36,11 @@ _MODEL_SOURCE_KEYS = {
 
 def load_schema() -> dict:
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's: 10x faster
 
 
-def _set_defaults(validator_class):
-    """A validator that also fills in each property's `default` (as snakemake.utils.validate)."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-_Validator = _set_defaults(jsonschema.Draft202012Validator)
-
-
-def _key_path(error: jsonschema.ValidationError) -> str:
-    parts = [str(p) for p in error.absolute_path]
+def _key_path(error: jsonschema.ValidationError, prefix: str) -> str:
+    parts = [prefix] * bool(prefix) + [str(p) for p in error.absolute_path]
     return ".".join(parts) if parts else "<top level>"
 
 
@@ -73,15 +58,16 @@ def _allowed_keys(error: jsonschema.ValidationError) -> set[str]:
     return allowed
 
 
-def _describe(error: jsonschema.ValidationError) -> str | None:
-    """A message naming the key, or None for an error that a more specific one already covers."""
-    key = _key_path(error)
+def _describe(error: jsonschema.ValidationError, prefix: str = "") -> str | None:
+    """A message naming the key (under `prefix`), or None for an error that a more specific one covers."""
+    key = _key_path(error, prefix)
     if error.validator == "unevaluatedProperties":
         allowed = _allowed_keys(error)
         unexpected = sorted(set(error.instance) - allowed)
         if not unexpected:
             return None
-        kind = f" to type {error.instance['type']!r}" if isinstance(error.instance.get("type"), str) else " here"
+        selector = next((k for k in ("type", "source") if isinstance(error.instance.get(k), str)), None)
+        kind = f" to {selector} {error.instance[selector]!r}" if selector else " here"
         return (f"config key '{key}': {', '.join(map(repr, unexpected))} "
                 f"{'does' if len(unexpected) == 1 else 'do'} not apply{kind}. Allowed keys: "
                 f"{', '.join(sorted(allowed))}.")
@@ -98,17 +84,31 @@ def _describe(error: jsonschema.ValidationError) -> str | None:
         return f"config key '{key}': is empty; name at least one entry."
     if error.validator == "oneOf":
         return f"config key '{key}': {error.instance!r} is not valid: {error.schema.get('description', '').strip()}"
+    if error.validator == "const" and "description" in error.schema:
+        return f"config key '{key}': {error.schema['description'].strip()}"
     return f"config key '{key}': {error.message}"
+
+
+def check_schema(instance: Any, schema: dict, prefix: str = "") -> None:
+    """Raise ConfigError listing every way `instance` breaks `schema`, each naming its key (under `prefix`)."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    messages = [message for message in (_describe(error, prefix) for error in errors) if message]
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages or map(str, errors)))
+
+
+def fill_defaults(config: dict) -> None:
+    """Fill in the schema's defaults, those of allOf/then branches included (snakemake's validate;
+    `config` must be a whole, valid config: that validate takes only the schema's file)."""
+    validate(config, str(SCHEMA_PATH), set_default=True)
 
 
 def validate_config(config: dict) -> dict:
     """Return a validated copy of `config` with defaults filled in; raise ConfigError."""
     config = copy.deepcopy(dict(config))
-    validator = _Validator(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    messages = [message for message in map(_describe, errors) if message]
-    if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages or map(str, errors)))
+    check_schema(config, load_schema())
+    fill_defaults(config)
     resolve_template(config["prompt"]["template"])
     for name, spec in config["models"].items():
         _check_model_spec(name, spec)
@@ -118,6 +118,7 @@ def validate_config(config: dict) -> dict:
 
 
 def _check_model_spec(name: str, spec: dict) -> None:
+    """What the per-source schema cannot say: which keys together tell where the model is."""
     source = spec["source"]
     ok = {
         "hub": "id" in spec,
@@ -126,12 +127,24 @@ def _check_model_spec(name: str, spec: dict) -> None:
     }[source]
     if not ok:
         raise ConfigError(f"config key 'models.{name}': source '{source}' needs more: {_MODEL_SOURCE_KEYS[source]}.")
+    if source != "gguf":
+        return
+    where = [f"`{key}`" for key in ("id", "package", "path") if key in spec]
+    if len(where) > 1:
+        raise ConfigError(f"config key 'models.{name}': {' and '.join(where)} both say where the GGUF file is; keep "
+                          f"one: {_MODEL_SOURCE_KEYS['gguf'].removeprefix('set ')}.")
+    if "path" in spec and "file" in spec:
+        raise ConfigError(f"config key 'models.{name}': `file` does not apply with `path`, which names the .gguf "
+                          "file itself; remove `file`.")
+    if spec["revision"] is not None and "id" not in spec:
+        raise ConfigError(f"config key 'models.{name}': `revision` applies only with `id` (a Hub repository); "
+                          "remove `revision`.")
 
 
 def _check_dataset_spec(name: str, spec: dict) -> None:
-    """The loader's own option checks, up front: a dataset must have something to probe."""
+    """The loader's own option checks, up front: a dataset must have something to probe, and a custom
+    dataset's file must exist."""
     from .data.prepare import probe_plan
-    from .errors import DataError
 
     try:
         plan = probe_plan(spec)
@@ -141,26 +154,28 @@ def _check_dataset_spec(name: str, spec: dict) -> None:
         raise ConfigError(f"config key 'datasets.{name}': nothing to probe: this {spec['type']} dataset has "
                           "neither class labels nor regression targets (custom: set `label_column` and/or "
                           "`target_columns`).")
-    if spec.get("max_per_class") and not plan["classification"]:
-        raise ConfigError(f"config key 'datasets.{name}': max_per_class needs class labels, and this "
-                          f"{spec['type']} dataset has none; remove max_per_class.")
+    if spec["type"] == "custom" and not Path(spec["path"]).is_file():
+        raise ConfigError(f"config key 'datasets.{name}.path': {spec['path']!r} does not exist (a relative path "
+                          f"starts at the working directory, {Path.cwd()}); fix the path or create the file.")
 
 
 def resolve_template(template: str) -> str:
-    """A template name or literal -> the literal template string (must contain {text})."""
+    """A template name or literal -> the literal template string, whose one placeholder is {text}."""
     literal = PROMPT_TEMPLATES.get(template, template)
-    if "{text}" not in literal:
-        raise ConfigError(
-            f"config key 'prompt.template': {template!r} is neither a named template "
-            f"({', '.join(PROMPT_TEMPLATES)}) nor a string containing {{text}}."
-        )
     try:
-        literal.format(text="")
-    except (KeyError, IndexError, ValueError) as exc:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(literal)
+                  if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"config key 'prompt.template': {template!r} is not a valid template ({exc}); write "
+                          "literal braces as {{ and }}.") from None
+    if fields != [("text", "", None)]:
+        found = ", ".join("{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                          for name, spec, conversion in fields) or "none"
         raise ConfigError(
-            f"config key 'prompt.template': {template!r} has a placeholder other than {{text}} "
-            f"({exc}); write literal braces as {{{{ and }}}}."
-        ) from exc
+            f"config key 'prompt.template': {template!r} must be a named template ({', '.join(PROMPT_TEMPLATES)}) "
+            f"or a string with exactly one placeholder, {{text}} (no format spec or conversion), and no other; "
+            f"it has {found}. Write literal braces as {{{{ and }}}}."
+        )
     return literal
 
 

@@ -6,8 +6,8 @@ i.e. the residual stream before any final norm. Only the configured token positi
 gathered, on the device, before anything is copied to the host, and the forward pass stops
 after the deepest requested layer.
 
-Hooks are organised by *site*: `residual` today; attention/MLP outputs and interventions
-(hooks that edit the activations) are further `Site`s on the same `HookedRun`.
+The residual stream is the one site read (shards record `site: residual`); `HookedRun` is
+where hooks on attention or MLP outputs would be added.
 """
 
 from __future__ import annotations
@@ -241,6 +241,11 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     pad_id = pad_token_id(tokenizer)
     run = HookedRun(transformer_blocks(model), layers)
     accepted = frozenset(name for name in ("position_ids", "use_cache") if _accepts(model, name))
+    if side == "left" and "position_ids" not in accepted:
+        # Positions would count the pads; token positions come from the mask, so right padding is exact.
+        log.info("%s.forward takes no position_ids: padding batches on the right, not the tokenizer's left",
+                 type(model).__name__)
+        side = "right"
     lengths = [len(t) for t in token_lists]
     queue = length_sorted_batches(lengths, batch_size, batch_tokens)
     lock = threading.Lock()
@@ -325,7 +330,18 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
 
     def sink(rows: np.ndarray, captured: dict[int, torch.Tensor]) -> None:
         for layer, writer in writers.items():
-            writer.write_rows(rows, captured[layer].numpy())
+            values = captured[layer].numpy()
+            finite = np.isfinite(values).all(axis=(1, 2))
+            if not finite.all():
+                dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+                raise ExtractionError(
+                    f"model '{metadata.get('model_id', type(model).__name__)}' gave NaN or inf activations at "
+                    f"layer {layer} for {np.count_nonzero(~finite)} of a batch's {len(rows)} texts, first "
+                    f"{ids[rows[~finite].min()]}. Its weights are likely corrupt (re-download the model file, "
+                    f"pin its `sha256`) or computing in {dtype} overflowed"
+                    f"{' (set `extraction.dtype: float32`)' if dtype != 'float32' else ''}. No shard was written."
+                )
+            writer.write_rows(rows, values)
 
     try:
         extract(model, tokenizer, prompts, ids, layers, positions, batch_size, sink, forward, progress, batch_tokens,

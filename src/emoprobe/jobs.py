@@ -81,18 +81,20 @@ def extract_activations(smk) -> None:
     torch.set_num_threads(max(1, smk.threads))
     table = pl.read_parquet(smk.input.table)
     device = models.pick_device(p.device)
-    tokenizer, model, resolved = models.load(p.model, device)
+    dtype = models.resolve_dtype(p.dtype, device.type)  # p.dtype is "auto" only with extraction.device: auto
+    file_sha256 = models.check_pinned_sha256(p.model)  # before loading: a wrong file is refused at once
+    tokenizer, model, resolved = models.load(p.model, device, dtype)
     # Batch limits and streams are not params: they change results only by float rounding, so no reruns.
     plan = extraction_plan(device, torch.get_num_threads(), smk.config["extraction"])
-    log.info("model %s on %s, %d texts, layers %s, positions %s, batches of at most %d texts and %d tokens, "
-             "%d at a time", resolved.model_id, device, table.height, p.layers, p.positions, plan["batch_size"],
-             plan["batch_tokens"], plan["streams"])
+    log.info("model %s (commit %s, file sha256 %s) on %s in %s, %d texts, layers %s, positions %s, batches of at "
+             "most %d texts and %d tokens, %d at a time", resolved.model_id, resolved.commit, file_sha256, device,
+             dtype, table.height, p.layers, p.positions, plan["batch_size"], plan["batch_tokens"], plan["streams"])
     keep_freed_memory_mapped()
     out_dir = Path(smk.output.shards)
     metadata = {
         "model_name": smk.wildcards.model, "model_id": resolved.model_id, "source": resolved.source,
-        "revision": resolved.revision or "", "quantisation": resolved.quantisation or "",
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "revision": resolved.revision or "", "commit": resolved.commit or "", "file_sha256": file_sha256 or "",
+        "quantisation": resolved.quantisation or "", "dtype": dtype,
         "n_layers": str(p.n_layers), "dataset": smk.wildcards.dataset,
         "prompt_template": p.template, "prepared_sha256": sha256_of(smk.input.table),
     }
@@ -122,20 +124,21 @@ def _probe_inputs(smk) -> tuple:
     return table, metadata, {position: read_position(shard, held.index(position)) for position in wanted}
 
 
-def _official_folds(table: pl.DataFrame, official_split: bool):
-    """None (k-fold CV over all rows), or with official_split the one (train + dev, test) pair."""
-    if not official_split:
-        return None
-    from .regression import official_split_folds
+def _job_folds(table: pl.DataFrame, official_split: bool, cv_folds: int, seed: int, labels=None):
+    """The job's (train, test) pairs, all copies of a text in one fold: k-fold CV over all rows
+    (stratified by `labels` when given), or with official_split the one (train + dev, test) pair."""
+    from .folds import assign_folds
 
-    if "split" not in table.columns:
+    if official_split and "split" not in table.columns:
         raise EmoprobeError("official_split is on but the prepared table has no `split` column; rerun "
                             "prepare_dataset.")
-    return official_split_folds(table["split"].to_list())
+    return assign_folds(table["text"].to_numpy(), cv_folds, seed, labels=labels,
+                        split=table["split"].to_list() if official_split else None)
 
 
 def _keyed(smk, scores: pl.DataFrame, position: int, metadata: dict, n_classes: int | None) -> pl.DataFrame:
-    """Per-fold scores with the job's keys: model, dataset, target, layer, position, ..., n_layers, n_classes."""
+    """Per-fold scores with the job's keys: model, dataset, target, layer, position, ..., n_layers, n_classes,
+    and the shard's extraction dtype."""
     return scores.select(
         pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
         pl.col("target"), pl.lit(int(smk.wildcards.layer), dtype=pl.Int64).alias("layer"),
@@ -143,6 +146,7 @@ def _keyed(smk, scores: pl.DataFrame, position: int, metadata: dict, n_classes: 
         "probe", "fold", "metric", "value",
         pl.lit(int(metadata["n_layers"]), dtype=pl.Int64).alias("n_layers"),
         pl.lit(n_classes, dtype=pl.Int64).alias("n_classes"),
+        pl.lit(metadata["dtype"], dtype=pl.String).alias("dtype"),
     )
 
 
@@ -170,10 +174,10 @@ def fit_probe(smk) -> None:
     p = smk.params
     table, metadata, activations = _probe_inputs(smk)
     y = table["label_id"].to_numpy()
-    folds = _official_folds(table, p.official_split)
+    folds = _job_folds(table, p.official_split, p.cv_folds, p.seed, labels=y)
 
     def fit(X):
-        scores = cross_validate_probe(X, y, p.cv_folds, p.seed, p.C, p.max_iter, p.backend, folds=folds)
+        scores = cross_validate_probe(X, y, C=p.C, max_iter=p.max_iter, backend=p.backend, folds=folds)
         return scores.with_columns(target=pl.lit("label"))
 
     def summarise(scores):
@@ -194,7 +198,7 @@ def fit_ridge(smk) -> None:
     if not targets:
         raise EmoprobeError(f"{smk.input.table} has no regression target columns; rerun prepare_dataset.")
     values = table.select(targets).to_numpy()
-    folds = _official_folds(table, p.official_split)
+    folds = _job_folds(table, p.official_split, p.cv_folds, p.seed)
 
     def summarise(scores):
         r2 = (scores.filter((pl.col("probe") == "ridge") & (pl.col("metric") == "r2"))
@@ -202,7 +206,8 @@ def fit_ridge(smk) -> None:
         return "R2 " + ", ".join(f"{target} {value:.3f}" for target, value in r2.iter_rows())
 
     _fit_each_position(smk, activations, metadata, None,
-                       lambda X: cross_validate_ridge(X, values, targets, p.cv_folds, p.seed, folds=folds), summarise)
+                       lambda X: cross_validate_ridge(X, values, targets, groups=table["text"].to_numpy(),
+                                                      folds=folds), summarise)
 
 
 def aggregate_metrics(smk) -> None:

@@ -7,16 +7,24 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import ModelLoadError
+from .errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:  # torch is imported lazily: the Snakefile imports this module at parse time
     import torch
 
 log = logging.getLogger(__name__)
+
+# sha256 of model files by (path, size, mtime_ns), relative to the working directory (see file_sha256).
+SHA256_CACHE = Path(".snakemake") / "emoprobe" / "file_sha256.json"
+DTYPES = ("float32", "bfloat16")
+# Any of these makes a folder's tokenizer loadable (fast, sentencepiece, BPE or WordPiece files).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
 
 
 @dataclass(frozen=True)
@@ -30,19 +38,20 @@ class ResolvedModel:
     revision: str | None
     quantisation: str | None
     trust_remote_code: bool
+    hub: bool  # loaded through the Hugging Face Hub (or its cache)
+    commit: str | None = None  # the Hub commit `revision` resolved to; set by `load`
 
 
 def resolve(spec: dict) -> ResolvedModel:
     """A config `models.<name>` entry -> where to load it from."""
     source = spec["source"]
     revision = spec.get("revision")
-    gguf_file = None
+    gguf_file, hub = None, source == "hub"
     if source == "hub":
         directory = model_id = spec["id"]
     elif source == "local":
         directory = model_id = str(Path(spec["path"]).expanduser())
-        if not Path(directory).is_dir():
-            raise ModelLoadError(f"model path '{directory}' is not a directory; set `path` to a folder holding config.json.")
+        _check_folder(Path(directory))
     elif "path" in spec:
         path = Path(spec["path"]).expanduser()
         if not path.is_file():
@@ -55,10 +64,28 @@ def resolve(spec: dict) -> ResolvedModel:
         if not (Path(directory) / gguf_file).is_file():
             raise ModelLoadError(f"package '{spec['package']}' has no file '{gguf_file}' (looked in {directory}).")
     else:
-        directory, gguf_file = spec["id"], spec["file"]
+        directory, gguf_file, hub = spec["id"], spec["file"], True
         model_id = f"{spec['id']}/{gguf_file}"
     return ResolvedModel(directory, gguf_file, source, model_id, revision,
-                         spec.get("quantisation"), bool(spec.get("trust_remote_code", False)))
+                         spec.get("quantisation"), bool(spec.get("trust_remote_code", False)), hub)
+
+
+def _check_folder(folder: Path) -> None:
+    """A `local` model folder must hold config.json, tokenizer files and safetensors weights."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"model path '{folder}' is not a directory; set `path` to a folder holding config.json.")
+    present = {
+        "config.json": (folder / "config.json").is_file(),
+        f"tokenizer files (any of {', '.join(TOKENIZER_FILES)})": any((folder / n).is_file() for n in TOKENIZER_FILES),
+        "*.safetensors weights": any(folder.glob("*.safetensors")),
+    }
+    if missing := [what for what, found in present.items() if not found]:
+        pickled = (" (pickled *.bin weights are never loaded: convert them to safetensors)"
+                   if any(folder.glob("*.bin")) else "")
+        raise ModelLoadError(
+            f"model folder '{folder}' has no {'; no '.join(missing)}{pickled}. Set `path` to a folder written "
+            "by save_pretrained of both the model and its tokenizer."
+        )
 
 
 def _package_dir(package: str) -> str:
@@ -73,12 +100,48 @@ def _package_dir(package: str) -> str:
 
 
 def _load_kwargs(model: ResolvedModel) -> dict:
-    from_hub = model.source == "hub" or (model.source == "gguf" and not Path(model.directory).is_dir())
-    kwargs = {"revision": model.revision if from_hub else None,
+    kwargs = {"revision": (model.commit or model.revision) if model.hub else None,
               "trust_remote_code": model.trust_remote_code}
     if model.gguf_file:
         kwargs["gguf_file"] = model.gguf_file
     return kwargs
+
+
+def _hub_file(model: ResolvedModel) -> Path:
+    """A Hub model's GGUF file or config.json at its revision, downloaded or from the HF cache
+    (HF_HUB_OFFLINE=1: the cache only); its folder is the snapshot of the resolved commit."""
+    from huggingface_hub import hf_hub_download
+
+    name = model.gguf_file or "config.json"
+    try:
+        return Path(hf_hub_download(model.directory, name, revision=model.commit or model.revision))
+    except Exception as exc:  # noqa: BLE001 (network, authentication and cache errors)
+        raise ModelLoadError(
+            f"cannot fetch {name} of Hub model '{model.directory}' at revision {model.revision or 'main'} "
+            f"({type(exc).__name__}: {exc}); check `id` and `revision`, the network, or that the HF cache holds it."
+        ) from exc
+
+
+def gguf_path(model: ResolvedModel) -> Path:
+    """The local path of a GGUF model's file (a Hub one is downloaded first)."""
+    return _hub_file(model) if model.hub else Path(model.directory) / model.gguf_file
+
+
+def _load_error(model: ResolvedModel, action: str, exc: Exception) -> ModelLoadError:
+    """Why loading failed: a GGUF file that gguf itself cannot parse is corrupt or truncated."""
+    if model.gguf_file:
+        from gguf import GGUFReader
+
+        path = gguf_path(model)
+        try:
+            GGUFReader(path)
+        except Exception:  # noqa: BLE001 (numpy reshape, struct and value errors)
+            return ModelLoadError(
+                f"corrupt or truncated model file {path} ({type(exc).__name__}: {exc}); re-download it, "
+                "and pin its `sha256` in the model's config entry to have it checked before loading."
+            )
+    return ModelLoadError(f"cannot {action} model '{model.model_id}' (source {model.source}): "
+                          f"{type(exc).__name__}: {exc}")
 
 
 def count_layers(spec: dict) -> int:
@@ -91,7 +154,7 @@ def count_layers(spec: dict) -> int:
     try:
         config = AutoConfig.from_pretrained(resolved.directory, **_load_kwargs(resolved))
     except Exception as exc:  # noqa: BLE001 (transformers raises many types here)
-        raise ModelLoadError(f"cannot read the config of model '{resolved.model_id}': {exc}") from exc
+        raise _load_error(resolved, "read the config of", exc) from exc
     return int(text_config(config).num_hidden_layers)
 
 
@@ -105,49 +168,101 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device("cuda")
 
 
-def load(spec: dict, device: torch.device):
-    """Load (tokenizer, base model without LM head) in eval mode on `device`.
+def resolve_dtype(requested: str, device_type: str) -> str:
+    """`extraction.dtype` -> the compute dtype on a device of `device_type` ("cpu", "cuda"):
+    "auto" is bfloat16 on CUDA, float32 on CPU."""
+    if requested == "auto":
+        return "bfloat16" if device_type == "cuda" else "float32"
+    if requested not in DTYPES:
+        raise ConfigError(f"extraction.dtype is {requested!r}; use auto, {' or '.join(DTYPES)}.")
+    return requested
 
-    CUDA runs in bf16, CPU in fp32. Weights come from safetensors or GGUF, never pickles.
+
+def load(spec: dict, device: torch.device, dtype: str = "auto"):
+    """Load (tokenizer, base model without LM head, ResolvedModel) in eval mode on `device`,
+    computing in `dtype` (see `resolve_dtype`). A Hub model's revision is resolved to a commit
+    first, and tokenizer and weights both come from that commit (recorded as `commit`).
+    Weights come from safetensors or GGUF, never pickles.
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     resolved = resolve(spec)
+    torch_dtype = getattr(torch, resolve_dtype(dtype, device.type))
+    if resolved.hub:
+        resolved = replace(resolved, commit=_hub_file(resolved).parent.name)
     kwargs = _load_kwargs(resolved)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.directory, **kwargs)
         weights = {} if resolved.gguf_file else {"use_safetensors": True}
-        model = AutoModel.from_pretrained(resolved.directory, dtype=dtype, **weights, **kwargs)
+        model = AutoModel.from_pretrained(resolved.directory, dtype=torch_dtype, **weights, **kwargs)
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(
-            f"cannot load model '{resolved.model_id}' (source {resolved.source}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise _load_error(resolved, "load", exc) from exc
     model.to(device).eval()
     return tokenizer, model, resolved
 
 
-class LayerCountCache:
-    """`count_layers` memoised on disk, so that building the DAG does not import transformers
-    or parse weight files on every `snakemake` call. Keys include the spec and, for local
-    files, their size and mtime, so a replaced model is re-read."""
+class _JsonCache:
+    """A JSON object on disk of computed values, rewritten atomically whenever one is added
+    (jobs writing at once can only lose each other's additions, which are then recomputed)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
-            self.counts = json.loads(self.path.read_text())
+            self.values = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            self.counts = {}
+            self.values = {}
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self.values:
+            self.values[key] = compute()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.values, indent=1))
+            os.replace(tmp, self.path)
+        return self.values[key]
+
+
+def file_sha256(path: Path, cache_path: str | Path = SHA256_CACHE) -> str:
+    """The sha256 of a file, computed once per (path, size, mtime_ns) and kept in `cache_path`."""
+    from .data import sources
+
+    info = path.stat()
+    key = json.dumps([str(path), info.st_size, info.st_mtime_ns])
+    return _JsonCache(cache_path).get(key, lambda: sources.sha256_of(path))
+
+
+def check_pinned_sha256(spec: dict, cache_path: str | Path = SHA256_CACHE) -> str | None:
+    """A GGUF model's file sha256 (see `file_sha256`; None for other sources), checked against
+    the entry's `sha256` when it pins one. A Hub GGUF file is downloaded first."""
+    resolved = resolve(spec)
+    if not resolved.gguf_file:
+        return None
+    path = gguf_path(resolved)
+    actual, expected = file_sha256(path, cache_path), spec.get("sha256")
+    if expected and actual != expected.lower():
+        raise ModelLoadError(
+            f"model file {path} has sha256 {actual}, but the model's config entry pins `sha256: {expected}`: "
+            "the file is corrupt, truncated or another version. Delete it and re-download it (or, if this "
+            "version is the one you want, set `sha256` to the new hash)."
+        )
+    return actual
+
+
+class LayerCountCache(_JsonCache):
+    """`count_layers` memoised on disk, so that building the DAG does not import transformers
+    or parse weight files on every `snakemake` call. Keys include the spec and, for local
+    files, their size and mtime, so a replaced model is re-read."""
 
     @staticmethod
     def _key(spec: dict) -> str:
         stamp = None
-        if spec.get("path") and Path(spec["path"]).exists():
-            path = Path(spec["path"])
-            info = (path / "config.json" if path.is_dir() else path).stat()
-            stamp = [info.st_size, info.st_mtime_ns]
+        if spec.get("path"):
+            path = Path(spec["path"]).expanduser()
+            stamped = path / "config.json" if path.is_dir() else path
+            if stamped.is_file():
+                info = stamped.stat()
+                stamp = [info.st_size, info.st_mtime_ns]
         if spec.get("package"):
             try:
                 stamp = importlib.metadata.version(spec["package"])
@@ -156,11 +271,4 @@ class LayerCountCache:
         return json.dumps([spec, stamp], sort_keys=True, default=str)
 
     def __call__(self, spec: dict) -> int:
-        key = self._key(spec)
-        if key not in self.counts:
-            self.counts[key] = count_layers(spec)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.counts, indent=1))
-            os.replace(tmp, self.path)
-        return self.counts[key]
+        return self.get(self._key(spec), lambda: count_layers(spec))

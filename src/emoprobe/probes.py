@@ -1,24 +1,23 @@
-"""Classification probes: standardisation + multinomial logistic regression, stratified k-fold CV."""
+"""Classification probes: standardisation + logistic regression, stratified group k-fold CV."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .errors import DataError
+from .folds import PROBE_COLUMNS, Folds, assign_folds
 
 log = logging.getLogger(__name__)
-
-PROBE_COLUMNS = {"probe": pl.String, "fold": pl.Int64, "metric": pl.String, "value": pl.Float64}
 
 
 def make_logistic_probe(C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> Pipeline:
@@ -28,36 +27,20 @@ def make_logistic_probe(C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> 
     ])
 
 
-def check_probe_inputs(X: np.ndarray, y: np.ndarray, cv_folds: int) -> None:
+def check_probe_inputs(X: np.ndarray, y: np.ndarray) -> None:
     """Fail with a message naming the problem before any fitting starts."""
     if X.ndim != 2 or len(X) != len(y):
         raise DataError(f"probe inputs must be X [N, H] and y [N]; got {X.shape} and {y.shape}.")
     if not np.isfinite(X).all():
         raise DataError("activations contain NaN or inf; the extraction is broken (check the model's dtype).")
-    labels, counts = np.unique(y, return_counts=True)
-    if len(labels) < 2:
+    if len(labels := np.unique(y)) < 2:
         raise DataError(f"only one label ({labels.tolist()}) present; a probe needs at least two classes.")
-    too_few = {int(label): int(n) for label, n in zip(labels, counts) if n < cv_folds}
-    if too_few:
-        raise DataError(
-            f"label ids {too_few} (id: count) have fewer examples than probe.cv_folds={cv_folds}; "
-            "lower cv_folds, or use more data (raise max_per_class)."
-        )
 
 
 def _scores(y_true, y_pred) -> dict[str, float]:
     return {"accuracy": accuracy_score(y_true, y_pred),
             "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
             "macro_f1": f1_score(y_true, y_pred, average="macro", zero_division=0)}
-
-
-Folds = list[tuple[np.ndarray, np.ndarray]]
-
-
-def stratified_folds(y: np.ndarray, cv_folds: int, seed: int) -> Folds:
-    """Shuffled stratified k-fold (train, test) index pairs with a fixed seed."""
-    splitter = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros((len(y), 1)), y))
 
 
 def fit_predict_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0,
@@ -83,15 +66,17 @@ BACKENDS = ("sklearn", "torch")
 
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: int = 0,
                          C: float = 1.0, max_iter: int = 1000, backend: str = "sklearn",
-                         folds: Folds | None = None) -> pl.DataFrame:
+                         groups: np.ndarray | None = None, folds: Folds | None = None) -> pl.DataFrame:
     """Per-fold held-out scores of the logistic probe and of the train-fold majority class.
 
-    `folds` defaults to stratified k-fold; pass (train, test) pairs for an official split.
+    `folds` defaults to assign_folds' stratified k-fold, rows with equal `groups` (the texts;
+    by default every row its own) in one fold; pass (train, test) pairs for an official split.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
-    check_probe_inputs(X, y, cv_folds if folds is None else 1)
-    folds = stratified_folds(y, cv_folds, seed) if folds is None else folds
+    check_probe_inputs(X, y)
+    if folds is None:
+        folds = assign_folds(np.arange(len(y)) if groups is None else groups, cv_folds, seed, labels=y)
     if backend == "sklearn":
         predicted = fit_predict_sklearn(X, y, folds, C, max_iter, seed)
     elif backend == "torch":
@@ -190,14 +175,27 @@ def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, toleranc
     return theta, n_iter
 
 
-def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
-                      device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> np.ndarray:
-    """Out-of-fold predictions for every (position, fold) problem, all fitted at once in torch.
+@dataclass
+class TorchProbes:
+    """fit_torch's probes, one per (position, fold), as sklearn's LogisticRegression step of
+    the Pipeline holds them: weights on inputs standardised with the fold's training rows."""
 
-    X is [P, N, H] (or [N, H]); returns predictions [P, N]. Each problem minimises sklearn's
-    LogisticRegression(C) objective on inputs standardised with its training rows: mean
-    cross-entropy + ||W||^2 / (2 C n_train), intercept unpenalised, and stops as sklearn does,
-    once max |dObjective/dW| < tolerance. Standardisation is folded into the weights, so each
+    classes: np.ndarray    # [K]
+    coef: np.ndarray       # [P, F, K', H]; K' = 1 for two classes (the logit of classes[1]), else K
+    intercept: np.ndarray  # [P, F, K']
+    mean: np.ndarray       # [P, F, H]: the training rows' means ...
+    inv_scale: np.ndarray  # [P, F, H]: ... and 1 / std, 0 for features constant over them
+
+
+def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
+              device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> TorchProbes:
+    """Fit every (position, fold) problem at once in torch; X is [P, N, H] (or [N, H]).
+
+    Each problem minimises sklearn's LogisticRegression(C) objective on inputs standardised
+    with its training rows: mean cross-entropy + ||W||^2 / (2 C n_train), intercept
+    unpenalised; for K = 2 classes one weight column (class 0's logit fixed at 0, sklearn's
+    binary objective), for K >= 3 one per class (multinomial). It stops as sklearn does, once
+    max |dObjective/d(W, b)| < tolerance. Standardisation is folded into the weights, so each
     position's folds share one matrix product with the raw X.
 
     With `precondition`, L-BFGS works on V with W = M V, M = (R / K + lambda I)^(-1/2) from
@@ -207,11 +205,11 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
     """
     import torch
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    X = np.asarray(X, dtype=np.float32)
-    X = X[None] if X.ndim == 2 else X
+    device = _device(device)
+    X = _by_position(X)
     classes, y_index = np.unique(y, return_inverse=True)
-    (n_positions, n, h), k, n_folds = X.shape, len(classes), len(folds)
+    (n_positions, n, h), n_folds = X.shape, len(folds)
+    k = 1 if len(classes) == 2 else len(classes)                                      # weight columns
     X_t = torch.as_tensor(X, device=device)                                           # [P, N, H]
     train = torch.zeros((n_folds, n), dtype=torch.float64, device=device)
     for f, (rows, _) in enumerate(folds):
@@ -230,9 +228,8 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
     mean = mean.float()
     weight = (train / n_train[:, None]).float()                                       # [F, N]
     penalty = (1.0 / (2 * C * n_train)).float()                                       # [F]
-    y_t = torch.as_tensor(y_index, device=device)
-    onehot = torch.nn.functional.one_hot(y_t, k).float()                              # [N, K]
-    M, M_inv = (_preconditioner(centred, centre, k, 2 * float(penalty.mean())) if precondition
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(y_index, device=device), len(classes)).float()  # [N, K]
+    M, M_inv = (_preconditioner(centred, centre, len(classes), 2 * float(penalty.mean())) if precondition
                 else (None, None))                                                    # [P, H, H]
     del centred
 
@@ -242,24 +239,17 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
         b = theta[..., h * k:]
         return (V if M is None else torch.einsum("phj,pfjk->pfhk", M, V)), b
 
-    def logits_of(theta):
-        W, b = split(theta)
-        W_raw = W * inv_scale[..., None]                                              # z W = x W_raw + b_shift
-        b_raw = b - torch.einsum("pfh,pfhk->pfk", mean, W_raw)
-        W_cat = W_raw.permute(0, 2, 1, 3).reshape(n_positions, h, n_folds * k)
-        logits = torch.bmm(X_t, W_cat).reshape(n_positions, n, n_folds, k) + b_raw[:, None]
-        return logits, W
-
     def value_and_grad(theta):
         theta = theta.detach().requires_grad_(True)
-        logits, W = logits_of(theta)
+        W, b = split(theta)
+        logits = _logits(X_t, W, b, mean, inv_scale)
         nll = torch.logsumexp(logits, -1) - (logits * onehot[None, :, None]).sum(-1)   # [P, N, F]
         loss = torch.einsum("pnf,fn->pf", nll, weight) + penalty * (W * W).sum((2, 3))
         (grad,) = torch.autograd.grad(loss.sum(), theta)
         return loss.detach().reshape(-1), grad
 
     def gradient_size(grad):
-        """max |dObjective/dW|, the criterion sklearn stops on, whatever the parametrisation."""
+        """max |dObjective/d(W, b)|, the criterion sklearn stops on, whatever the parametrisation."""
         grad = grad.reshape(n_positions, n_folds, -1)
         grad_W = grad[..., : h * k].reshape(n_positions, n_folds, h, k)
         if M_inv is not None:
@@ -273,12 +263,53 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
         log.warning("%d of %d (position, fold) problems stopped at max_iter=%d before converging",
                     int((n_iter >= max_iter).sum()), len(n_iter), max_iter)
     with torch.no_grad():
-        logits, _ = logits_of(theta)
-        predicted = logits.argmax(-1).cpu().numpy()                                   # [P, N, F]
-    out = np.empty((n_positions, n), dtype=classes.dtype)
+        W, b = split(theta)
+    return TorchProbes(classes, W.transpose(2, 3).cpu().numpy(), b.cpu().numpy(), mean.cpu().numpy(),
+                       inv_scale.cpu().numpy())
+
+
+def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
+                      device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> np.ndarray:
+    """Out-of-fold predictions [P, N] of fit_torch's probes for X [P, N, H] (or [N, H])."""
+    import torch
+
+    device = _device(device)
+    probes = fit_torch(X, y, folds, C, max_iter, device, tolerance, precondition)
+    X = _by_position(X)
+    with torch.no_grad():
+        W, b, mean, inv_scale = (torch.as_tensor(a, device=device) for a in
+                                 (probes.coef.swapaxes(2, 3), probes.intercept, probes.mean, probes.inv_scale))
+        predicted = _logits(torch.as_tensor(X, device=device), W, b, mean, inv_scale).argmax(-1).cpu().numpy()
+    out = np.empty(X.shape[:2], dtype=probes.classes.dtype)
     for f, (_, test) in enumerate(folds):
-        out[:, test] = classes[predicted[:, test, f]]
+        out[:, test] = probes.classes[predicted[:, test, f]]
     return out
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _by_position(X: np.ndarray) -> np.ndarray:
+    """X as float32 [P, N, H] (one position for X [N, H])."""
+    X = np.asarray(X, dtype=np.float32)
+    return X[None] if X.ndim == 2 else X
+
+
+def _logits(X: "torch.Tensor", W: "torch.Tensor", b: "torch.Tensor", mean: "torch.Tensor",
+            inv_scale: "torch.Tensor") -> "torch.Tensor":
+    """Class logits [P, N, F, K] of every row of X [P, N, H] under every (position, fold) probe,
+    W [P, F, H, K'] and b [P, F, K'] on standardised inputs; K' = 1 prepends class 0's logit, 0."""
+    import torch
+
+    (n_positions, n, h), n_folds, k = X.shape, W.shape[1], W.shape[3]
+    W_raw = W * inv_scale[..., None]                                                  # z W = x W_raw + b_shift
+    b_raw = b - torch.einsum("pfh,pfhk->pfk", mean, W_raw)
+    W_cat = W_raw.permute(0, 2, 1, 3).reshape(n_positions, h, n_folds * k)
+    logits = torch.bmm(X, W_cat).reshape(n_positions, n, n_folds, k) + b_raw[:, None]
+    return torch.cat([torch.zeros_like(logits), logits], -1) if k == 1 else logits
 
 
 def _constant(var, mean, n):

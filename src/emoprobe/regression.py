@@ -1,8 +1,10 @@
 """Regression probes for numeric targets: standardisation + ridge, penalty chosen by inner CV.
 
-Per outer fold, `RidgeCV` picks each target's penalty by efficient leave-one-out CV (the
-exact LOO error of ridge, computed in closed form) on the training folds only, so the
-held-out fold never informs the penalty. Scores per fold and target: R-squared and Pearson
+Outer folds come from folds.assign_folds (copies of a text share a fold). Per outer fold,
+`RidgeCV` picks each target's penalty by efficient leave-one-out CV (the exact LOO error of
+ridge, computed in closed form) on the training folds only, over one row per text (copies
+would otherwise stand in for their held-out twin and pull the penalty down), so neither the
+held-out fold nor a copy informs the penalty. Scores per fold and target: R-squared and Pearson
 r of the ridge probe, and R-squared of the mean predictor (the training folds' mean: the
 floor, about 0). All of a dataset's targets are fitted together, one outer split for all.
 """
@@ -14,46 +16,38 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
-from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .errors import DataError
-from .probes import PROBE_COLUMNS
+from .folds import PROBE_COLUMNS, Folds, assign_folds
 
 log = logging.getLogger(__name__)
 
 REGRESSION_COLUMNS = PROBE_COLUMNS | {"target": pl.String}
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))  # 0.01 ... 1e6, half decades
 
-Folds = list[tuple[np.ndarray, np.ndarray]]
 
+def fit_ridge_probe(X: np.ndarray, Y: np.ndarray, groups: np.ndarray,
+                    alphas: Sequence[float] = DEFAULT_ALPHAS) -> tuple[Pipeline, np.ndarray]:
+    """StandardScaler + Ridge fitted on all rows, with one penalty per target chosen by RidgeCV's
+    leave-one-out CV over one row per group (a text's first row, the mean of its targets).
 
-def make_ridge_probe(alphas: Sequence[float] = DEFAULT_ALPHAS) -> Pipeline:
-    """StandardScaler + RidgeCV choosing one penalty per target by leave-one-out CV."""
-    return Pipeline([
-        ("standardise", StandardScaler()),
-        ("ridge", RidgeCV(alphas=tuple(alphas), alpha_per_target=True)),
-    ])
-
-
-def kfold_folds(n_rows: int, cv_folds: int, seed: int) -> Folds:
-    """Shuffled k-fold (train, test) index pairs with a fixed seed."""
-    return list(KFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(np.zeros((n_rows, 1))))
-
-
-def official_split_folds(split: Sequence[str]) -> Folds:
-    """One (train, test) pair from a train/dev/test column: fit on train + dev, score on test."""
-    split = np.asarray(split, dtype=object)
-    unknown = sorted(set(split.tolist()) - {"train", "dev", "test"})
-    if unknown:
-        raise DataError(f"split values {unknown[:5]} are not train, dev or test.")
-    train, test = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
-    if not len(test) or not (split == "train").any():
-        raise DataError("the official split needs train and test rows; this table lacks one of them.")
-    return [(train, test)]
+    Returns the pipeline and the chosen grid penalties [T]. The fit on all n rows uses them
+    scaled by n / (number of texts), the same penalty per row (equal to RidgeCV's own fit when
+    no text repeats).
+    """
+    scaler = StandardScaler().fit(X)
+    Z = scaler.transform(X)
+    _, first, inverse, counts = np.unique(groups, return_index=True, return_inverse=True, return_counts=True)
+    Y_text = np.zeros((len(first), Y.shape[1]))
+    np.add.at(Y_text, inverse, Y)
+    search = RidgeCV(alphas=tuple(alphas), alpha_per_target=True).fit(Z[first], Y_text / counts[:, None])
+    chosen = np.broadcast_to(search.alpha_, (Y.shape[1],)).astype(float)
+    ridge = Ridge(alpha=chosen * len(X) / len(first)).fit(Z, Y)
+    return Pipeline([("standardise", scaler), ("ridge", ridge)]), chosen
 
 
 def check_regression_inputs(X: np.ndarray, Y: np.ndarray, targets: Sequence[str], folds: Folds) -> None:
@@ -85,27 +79,27 @@ def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def cross_validate_ridge(X: np.ndarray, Y: np.ndarray, targets: Sequence[str], cv_folds: int = 5, seed: int = 0,
-                         alphas: Sequence[float] = DEFAULT_ALPHAS, folds: Folds | None = None) -> pl.DataFrame:
+                         alphas: Sequence[float] = DEFAULT_ALPHAS, groups: np.ndarray | None = None,
+                         folds: Folds | None = None) -> pl.DataFrame:
     """Per-fold, per-target held-out scores of the ridge probe and of the mean predictor.
 
     Rows: probe (ridge | mean), fold, metric (r2, pearson_r, alpha for ridge; r2 for mean),
-    value, target. `folds` (e.g. official_split_folds) replaces the seeded k-fold split.
+    value, target. `folds` defaults to assign_folds' seeded k-fold, rows with equal `groups`
+    (the texts; by default every row its own) in one fold; pass (train, test) pairs (e.g.
+    assign_folds' official split) to replace it. The penalty search sees one row per group.
     """
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
     targets = list(targets)
+    groups = np.unique(np.arange(len(X)) if groups is None else np.asarray(groups), return_inverse=True)[1]
     if folds is None:
-        if len(X) < 2 * cv_folds:
-            raise DataError(f"{len(X)} rows are too few for probe.cv_folds={cv_folds}; a ridge probe needs at "
-                            f"least {2 * cv_folds}.")
-        folds = kfold_folds(len(X), cv_folds, seed)
+        folds = assign_folds(groups, cv_folds, seed)
     check_regression_inputs(X, Y, targets, folds)
     rows, at_edge = [], set()
     for fold, (train, test) in enumerate(folds):
-        probe = make_ridge_probe(alphas).fit(X[train], Y[train])
+        probe, chosen = fit_ridge_probe(X[train], Y[train], groups[train], alphas)
         predicted = probe.predict(X[test]).reshape(len(test), -1)
-        chosen = np.broadcast_to(probe.named_steps["ridge"].alpha_, (len(targets),))
         for j, name in enumerate(targets):
             truth = Y[test, j]
             rows += [

@@ -175,10 +175,12 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><b
 <h1>Where is emotion linearly decodable?</h1>
 <p>Held-out scores of linear probes on each layer's residual stream at the last prompt tokens,
 one row per model, dataset and target. Classes (<code>target</code> = label): a standardised
-multinomial logistic regression, stratified k-fold cross-validation, scored by
+multinomial logistic regression, stratified k-fold cross-validation with copies of a text in one
+fold, scored by
 <code>accuracy</code>; <code>floor</code> is the majority-class accuracy, <code>chance</code>
 1 / number of classes. Numeric targets: standardisation + ridge (penalty chosen by inner
-cross-validation on the training folds), k-fold cross-validation, scored by <code>r2</code>;
+cross-validation over one row per text of the training folds), k-fold cross-validation grouped by
+text, scored by <code>r2</code>;
 <code>floor</code> is the R&sup2; of predicting the training folds' mean (about 0).
 <code>best_layer</code>/<code>best_position</code> maximise the score (ties: the earlier layer,
 then the position nearest the end). That <code>score</code> is the best of

@@ -12,7 +12,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PY
 from emoprobe.config import resolve_layers, resolve_template, validate_config
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
-from emoprobe.models import LayerCountCache
+from emoprobe.models import LayerCountCache, check_pinned_sha256, resolve_dtype
 from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
 from emoprobe.provenance import code_fingerprint
 from emoprobe.shards import delete_and_rerun, size_problem
@@ -36,6 +36,12 @@ _count_layers = LayerCountCache(Path(".snakemake") / "emoprobe" / "layer_counts.
 try:
     N_LAYERS = {model: _count_layers(config["models"][model]) for model in MODELS}
     LAYERS = {model: resolve_layers(config["layers"], N_LAYERS[model], model) for model in MODELS}
+    # A pinned GGUF file is checked before any job (hashed once per size and mtime); a Hub one
+    # would have to be downloaded here, so its extraction job checks it.
+    for model in MODELS:
+        spec = config["models"][model]
+        if spec["source"] == "gguf" and spec["sha256"] and "id" not in spec:
+            check_pinned_sha256(spec)
 except EmoprobeError as error:
     raise WorkflowError(str(error)) from None
 
@@ -121,6 +127,14 @@ def part_layers(wildcards):
     except EmoprobeError as error:
         raise WorkflowError(str(error)) from None
     return layers
+
+
+def extraction_dtype():
+    """`extraction.dtype` as the extraction jobs' param: resolved here where `extraction.device`
+    fixes the device, else "auto", resolved by the job on the device it gets (the shards record it
+    either way, and aggregate refuses a sweep that mixes dtypes)."""
+    dtype, device = config["extraction"]["dtype"], config["extraction"]["device"]
+    return dtype if device == "auto" else resolve_dtype(dtype, device)
 
 
 def subsampled(dataset):

@@ -12,6 +12,7 @@ rule extract_activations:
         template=lambda wc: TEMPLATE,
         code=code_fingerprint("extract"),  # a function: the template's {text} is no wildcard
         device=config["extraction"]["device"],
+        dtype=extraction_dtype(),
     log:
         "results/logs/extract_activations/{model}/{dataset}/{part}.log",
     benchmark:

@@ -1,4 +1,5 @@
-"""Your own data (type: custom): a CSV, TSV or JSONL file with configurable columns.
+"""Your own data (type: custom): a CSV, TSV or JSONL file with configurable columns (the options are
+the config schema's: specs reach this module resolved).
 
 Also holds the file-reading helpers the other loaders share (decoding, delimited text,
 column lookup, numeric targets, split names), so every dataset fails the same way.
@@ -19,23 +20,6 @@ from ..errors import DataError
 from .sources import sha256_of
 
 log = logging.getLogger(__name__)
-
-OPTIONS = {
-    "path": None,              # required: the file
-    "format": None,            # csv | tsv | jsonl; None = from the file extension
-    "text_column": "text",     # a column name, or a 0-based position
-    "label_column": None,      # class labels (classification probe); None = no classes
-    "target_columns": [],      # numeric columns (ridge probes)
-    "id_column": None,         # None = the row number (0-based, data rows only)
-    "split_column": None,      # train / dev / test per row (needed by official_split)
-    "separator": None,         # None = "," for csv, "\t" for tsv
-    "quote_char": '"',         # None = no quoting at all
-    "encoding": "utf-8",       # any Python codec name: cp1252, latin-1, utf-16, ...
-    "header": True,            # False: refer to columns by 0-based position
-    "missing_values": ["", "NA", "N/A", "NaN", "nan", "null", "None"],  # for labels, targets, split
-    "label_order": None,       # list fixing label ids; None = sorted labels (numerically if all integers)
-    "sha256": None,            # optional checksum of the file
-}
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev",
@@ -65,8 +49,6 @@ def decode_file(path: str | Path, encoding: str = "utf-8") -> str:
 def read_delimited(text: str, source: str, separator: str = ",", quote_char: str | None = '"',
                    header: bool = True) -> pl.DataFrame:
     """Parse delimited text into all-String columns (named by header, else 0..n-1); blank lines skipped."""
-    if len(separator) != 1:
-        raise DataError(f"{source}: separator {separator!r} must be one character (use \"\\t\" for tabs).")
     quoting = csv.QUOTE_MINIMAL if quote_char else csv.QUOTE_NONE
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quotechar=quote_char or None,
                         quoting=quoting, doublequote=True, strict=False)
@@ -98,6 +80,16 @@ def read_delimited(text: str, source: str, separator: str = ",", quote_char: str
                         schema={name: pl.String for name in names})
 
 
+def _json_cell(value):
+    """A JSON value as text: strings as they are, null as null, a whole number without a fraction
+    (1 and 1.0 -> "1", so they are one label), anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return json.dumps(value)
+
+
 def read_jsonl(text: str, source: str) -> pl.DataFrame:
     """One JSON object per line -> all-String columns (JSON null stays null); blank lines skipped."""
     records = []
@@ -114,8 +106,7 @@ def read_jsonl(text: str, source: str) -> pl.DataFrame:
         nested = [key for key, value in record.items() if isinstance(value, (dict, list))]
         if nested:
             raise DataError(f"{source}, line {number}: fields {nested} hold nested JSON; use plain values.")
-        records.append({key: value if value is None or isinstance(value, str) else json.dumps(value)
-                        for key, value in record.items()})
+        records.append({key: _json_cell(value) for key, value in record.items()})
     if not records:
         raise DataError(f"{source} holds no JSON records.")
     names = list(dict.fromkeys(key for record in records for key in record))
@@ -125,8 +116,6 @@ def read_jsonl(text: str, source: str) -> pl.DataFrame:
 
 def pick_column(frame: pl.DataFrame, key: str | int, option: str, source: str, header: bool = True) -> str:
     """The frame's column name for a config key that is a column name or a 0-based position."""
-    if isinstance(key, bool) or not isinstance(key, (str, int)):
-        raise DataError(f"`{option}` must be a column name or a 0-based position, not {key!r}.")
     if isinstance(key, int):
         if not 0 <= key < frame.width:
             raise DataError(f"`{option}: {key}` is out of range: {source} has {frame.width} columns "
@@ -182,57 +171,49 @@ def natural_order(labels: list[str]) -> tuple[str, ...]:
 
 def _target_names(spec: dict) -> dict:
     """Target column key (name or position) -> target name in the prepared table."""
-    keys = spec.get("target_columns") or []
-    if not isinstance(keys, list):
-        raise DataError(f"`target_columns` must be a list of columns, not {keys!r}.")
+    keys = spec["target_columns"]
     names = {key: key if isinstance(key, str) else f"column_{key}" for key in keys}
     clashes = sorted(set(names.values()) & set(RESERVED_COLUMNS))
     if clashes:
         raise DataError(f"target columns {clashes} clash with the prepared table's own columns "
                         f"{list(RESERVED_COLUMNS)}; rename them in the file.")
     if len(set(names.values())) != len(keys):
-        raise DataError(f"`target_columns` lists a column twice: {keys}.")
+        raise DataError(f"`target_columns` {keys} name the same target twice (position N is named column_N).")
     return names
 
 
 def plan(spec: dict) -> tuple[bool, tuple[str, ...]]:
     """(has class labels, regression target names), from the config alone."""
-    return spec.get("label_column") is not None, tuple(_target_names(spec).values())
+    return spec["label_column"] is not None, tuple(_target_names(spec).values())
 
 
 def _file_format(path: Path, spec: dict) -> str:
-    fmt = spec.get("format") or FORMATS.get(path.suffix.lower())
-    if fmt not in ("csv", "tsv", "jsonl"):
+    fmt = spec["format"] or FORMATS.get(path.suffix.lower())
+    if fmt is None:
         raise DataError(f"cannot tell the format of {path} from its extension; set `format` to csv, tsv or "
                         "jsonl.")
     return fmt
 
 
 def read_user_file(spec: dict) -> tuple[pl.DataFrame, str]:
-    """The custom file as all-String columns, and how to name it in messages."""
-    if not spec.get("path"):
-        raise DataError("a custom dataset needs `path`: the CSV, TSV or JSONL file to read.")
+    """The custom file as all-String columns, and how to name it in messages (validate_config has
+    checked that `path` exists)."""
     path = Path(spec["path"])
-    if not path.is_file():
-        raise DataError(f"custom dataset file {path} does not exist (relative paths start at the workflow "
-                        f"directory, {Path.cwd()}); fix `path`.")
-    expected = spec.get("sha256")
+    expected = spec["sha256"]
     actual = sha256_of(path) if expected else expected
     if actual != expected:
         raise DataError(f"sha256 mismatch for {path}: expected {expected}, got {actual}; the file "
                         "changed, so update `sha256` if the change is intended.")
     fmt = _file_format(path, spec)
-    text = decode_file(path, spec.get("encoding") or "utf-8")
+    text = decode_file(path, spec["encoding"])
     if fmt == "jsonl":
         return read_jsonl(text, str(path)), str(path)
-    separator = spec.get("separator") or ("\t" if fmt == "tsv" else ",")
-    frame = read_delimited(text, str(path), separator, spec.get("quote_char", '"'), spec.get("header", True))
-    return frame, str(path)
+    separator = spec["separator"] or ("\t" if fmt == "tsv" else ",")
+    return read_delimited(text, str(path), separator, spec["quote_char"], spec["header"]), str(path)
 
 
 def load_dataset(spec: dict, data_dir: str | None = None, download_dir: str | None = None) -> pl.DataFrame:
     """id, text, label (Enum; null when no label column), [split], one Float64 column per target."""
-    spec = {**OPTIONS, **spec}
     has_labels, _ = plan(spec)
     frame, source = read_user_file(spec)
     header, missing = spec["header"], list(spec["missing_values"])
@@ -260,11 +241,9 @@ def _label_order(labels: pl.Series, spec: dict, source: str) -> tuple[str, ...]:
     present = labels.drop_nulls().unique().to_list()
     if spec["label_order"] is None:
         return natural_order(present)
-    order = tuple(str(label) for label in spec["label_order"])
+    order = tuple(spec["label_order"])
     unlisted = sorted(set(present) - set(order))
     if unlisted:
         raise DataError(f"{source}: labels {unlisted[:5]} are not in `label_order`; add them there "
                         "(or fix the file).")
-    if len(set(order)) != len(order):
-        raise DataError(f"`label_order` lists a label twice: {list(order)}.")
     return order

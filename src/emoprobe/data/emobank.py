@@ -21,24 +21,15 @@ RAW_FILE = RawFile(
 )
 
 DIMENSIONS = ("V", "A", "D")
-OPTIONS = {"targets": list(DIMENSIONS)}
-
-
-def _targets(spec: dict) -> tuple[str, ...]:
-    targets = spec.get("targets", OPTIONS["targets"])
-    valid = isinstance(targets, list) and targets and set(targets) <= set(DIMENSIONS)
-    if not valid or len(set(targets)) < len(targets):
-        raise DataError(f"emobank `targets: {targets!r}` must be a non-empty list drawn from {list(DIMENSIONS)}.")
-    return tuple(targets)
 
 
 def plan(spec: dict) -> tuple[bool, tuple[str, ...]]:
-    return False, _targets(spec)
+    return False, tuple(spec["targets"])
 
 
 def load_dataset(spec: dict, data_dir: str | None, download_dir: str) -> pl.DataFrame:
     """id, text, label (null), split, and the chosen V/A/D columns as Float64."""
-    targets = _targets(spec)
+    targets = spec["targets"]
     path = fetch(RAW_FILE, data_dir, download_dir)
     frame = read_delimited(decode_file(path), str(path))
     missing = {"id", "split", "text", *DIMENSIONS} - set(frame.columns)

@@ -47,8 +47,6 @@ LABELS = (
     "anticipating", "annoyed", "anxious", "furious", "content", "lonely", "angry", "confident",
     "apprehensive", "guilty", "embarrassed", "grateful", "hopeful", "proud", "prepared", "nostalgic",
 )
-FORMATS = ("derived", "official")
-OPTIONS = {"format": "derived", "path": None}
 
 
 def plan(spec: dict) -> tuple[bool, tuple[str, ...]]:
@@ -105,7 +103,7 @@ def read_official(text: str, source: str, split: str) -> pl.DataFrame:
 
 def _official_source(spec: dict, data_dir: str | None) -> Path:
     """The .tar.gz or folder holding the release: `path`, else one under <data_dir>/empathetic_dialogues/."""
-    if spec.get("path"):
+    if spec["path"]:
         candidates = [Path(spec["path"])]
     elif data_dir:
         folder = Path(data_dir) / "empathetic_dialogues"
@@ -147,15 +145,9 @@ def _official_texts(source: Path) -> dict[str, tuple[str, str]]:
 
 def load_dataset(spec: dict, data_dir: str | None, download_dir: str) -> pl.DataFrame:
     """id, text, label (Enum, HypEmo order), split (train/dev/test)."""
-    fmt = spec.get("format", "derived")
-    if fmt == "derived":
-        if spec.get("path"):
-            raise DataError("empathetic_dialogues `path` is only for `format: official`; the derived copy is "
-                            "found in data_dir or downloaded.")
+    if spec["format"] == "derived":
         return pl.concat([read_derived(fetch(raw, data_dir, download_dir), split)
                           for split, raw in DERIVED_FILES.items()])
-    if fmt != "official":
-        raise DataError(f"empathetic_dialogues `format: {fmt!r}` is not one of {list(FORMATS)}.")
     texts = _official_texts(_official_source(spec, data_dir))
     frame = pl.concat([read_official(text, source, split) for split, (text, source) in texts.items()])
     log.info("empathetic_dialogues: %d conversations (%s)", frame.height,

@@ -49,21 +49,11 @@ EMOTIONS = (
     "remorse", "sadness", "surprise", "neutral",
 )
 EKMAN_LABELS = ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")
-LABEL_SETS = ("single_label", "ekman", "raw")
-
-OPTIONS = {"labels": "single_label"}
-
-
-def _label_set(spec: dict) -> str:
-    labels = spec.get("labels", OPTIONS["labels"])
-    if labels not in LABEL_SETS:
-        raise DataError(f"goemotions `labels: {labels!r}` is not one of {list(LABEL_SETS)}.")
-    return labels
 
 
 def plan(spec: dict) -> tuple[bool, tuple[str, ...]]:
     """(has class labels, regression target names): raw has 28 0/1 targets and no classes."""
-    return (False, EMOTIONS) if _label_set(spec) == "raw" else (True, ())
+    return (False, EMOTIONS) if spec["labels"] == "raw" else (True, ())
 
 
 def read_split(path, split: str) -> pl.DataFrame:
@@ -105,7 +95,7 @@ def _keep_single(frame: pl.DataFrame, classes: pl.Expr, labels: tuple[str, ...],
 
 def load_dataset(spec: dict, data_dir: str | None, download_dir: str) -> pl.DataFrame:
     """id, text, label (Enum, or null for raw), split (train/dev/test), [28 0/1 targets for raw]."""
-    labels = _label_set(spec)
+    labels = spec["labels"]
     frame = pl.concat([read_split(fetch(raw, data_dir, download_dir), split) for split, raw in SPLIT_FILES.items()])
     names = pl.col("label_ids").list.eval(pl.element().replace_strict(dict(enumerate(EMOTIONS)),
                                                                       return_dtype=pl.String))

@@ -30,7 +30,6 @@ RAW_FILE = RawFile(
 
 # EMOT codes 1..7, in that order.
 LABELS = ("joy", "fear", "anger", "sadness", "disgust", "shame", "guilt")
-OPTIONS: dict = {}
 
 N_META = 40  # ID ... MYKEY, before the free text
 EMOT, FIELD1, MYKEY = 11, 36, 39

@@ -11,14 +11,16 @@ import logging
 
 import polars as pl
 
+from ..config import check_schema, fill_defaults, load_schema
 from ..errors import DataError
 from . import crowd_envent, custom, emobank, empathetic_dialogues, goemotions, isear
 
 log = logging.getLogger(__name__)
 
-# type -> loader module, each with OPTIONS (its own keys -> defaults), plan(spec) -> (has
-# labels, target names), and load_dataset(spec, data_dir, download_dir) -> a frame of id,
-# text, label (an Enum in label-id order, or null), [split], targets (Float64).
+# type -> loader module, each with plan(spec) -> (has labels, target names) and
+# load_dataset(spec, data_dir, download_dir) -> a frame of id, text, label (an Enum in
+# label-id order, or null), [split], targets (Float64). Their options, allowed values and
+# defaults are those of the config schema's `datasets` entries: specs reach them resolved.
 LOADERS = {
     "crowd_envent": crowd_envent,
     "goemotions": goemotions,
@@ -28,34 +30,25 @@ LOADERS = {
     "custom": custom,
 }
 
-# Options of every dataset type, with defaults.
-COMMON_OPTIONS = {"max_per_class": None, "max_rows": None, "official_split": False, "bad_rows": "error", "duplicate_texts": "keep"}
-CHOICES = {"bad_rows": ("error", "drop"), "duplicate_texts": ("keep", "drop"), "official_split": (False, True)}
-
 PREPARED_COLUMNS = ("id", "text", "prompt", "label", "label_id")
 
 
 def resolve_spec(spec: dict) -> dict:
-    """The dataset spec with every option of its type filled in; unknown keys or values are refused."""
-    kind = spec.get("type")
-    if kind not in LOADERS:
-        raise DataError(f"dataset type {kind!r} is unknown; use one of {sorted(LOADERS)}.")
-    defaults = {"type": kind, **COMMON_OPTIONS, **LOADERS[kind].OPTIONS}
-    unknown = sorted(set(spec) - set(defaults))
-    if unknown:
-        raise DataError(f"dataset options {unknown} do not apply to type {kind!r}; its options are "
-                        f"{sorted(defaults)}.")
-    resolved = copy.deepcopy(defaults) | dict(spec)
-    for key, allowed in CHOICES.items():
-        if resolved[key] not in allowed:
-            raise DataError(f"dataset option `{key}: {resolved[key]!r}` must be one of {list(allowed)}.")
-    return resolved
+    """A `datasets.<name>` entry checked against the config schema, with its type's defaults filled in
+    (ConfigError naming the option otherwise)."""
+    check_schema(spec, load_schema()["properties"]["datasets"]["additionalProperties"], "datasets.<name>")
+    # fill_defaults takes a whole config: the spec goes in with a placeholder model.
+    config = {"models": {"m": {"source": "local", "path": "."}}, "datasets": {"d": copy.deepcopy(spec)}}
+    fill_defaults(config)
+    return config["datasets"]["d"]
 
 
 def probe_plan(spec: dict) -> dict:
-    """What a dataset can be probed for, from its config alone: classes, and target names."""
-    spec = resolve_spec(spec)
+    """What a dataset can be probed for, from its resolved spec alone: classes, and target names."""
     has_labels, targets = LOADERS[spec["type"]].plan(spec)
+    if spec["max_per_class"] and not has_labels:
+        raise DataError(f"max_per_class needs class labels, and this {spec['type']} dataset has none; "
+                        "remove max_per_class.")
     return {"classification": has_labels, "targets": list(targets)}
 
 
@@ -82,9 +75,9 @@ def row_checks(has_labels: bool, targets: tuple[str, ...] = ()) -> list[tuple[st
     return checks
 
 
-def class_size_checks(frame: pl.DataFrame, cv_folds: int | None, official_split: bool) -> list:
+def class_size_checks(frame: pl.DataFrame, cv_folds: int | None, spec: dict) -> list:
     """Row checks for classes a probe cannot learn and test: too small for the CV, or unseen in training."""
-    if official_split:
+    if spec["official_split"]:
         seen = set(frame.filter(pl.col("split") == "train")["label"].drop_nulls().cast(pl.String).to_list())
         unseen = sorted(set(frame["label"].drop_nulls().cast(pl.String).to_list()) - seen)
         return [(f"texts carry labels absent from the official training split ({unseen})",
@@ -93,8 +86,10 @@ def class_size_checks(frame: pl.DataFrame, cv_folds: int | None, official_split:
         return []
     counts = {str(label): n for label, n in frame["label"].value_counts().iter_rows() if label is not None}
     rare = {label: n for label, n in counts.items() if n < cv_folds}
+    slicing = " or ".join(option for option in ("max_per_class", "max_rows") if spec[option])
     return [(f"texts belong to classes with fewer texts than probe.cv_folds={cv_folds} ({rare})",
-             pl.col("label").cast(pl.String).is_in(list(rare)), "lower probe.cv_folds or raise max_per_class")]
+             pl.col("label").cast(pl.String).is_in(list(rare)),
+             "lower probe.cv_folds" + (f" or raise {slicing}" if slicing else ""))]
 
 
 def apply_row_checks(frame: pl.DataFrame, checks: list, bad_rows: str = "error") -> pl.DataFrame:
@@ -125,11 +120,8 @@ def drop_duplicate_texts(frame: pl.DataFrame, targets: tuple[str, ...] = ()) -> 
     return kept
 
 
-def check_official_split(frame: pl.DataFrame, kind: str, bad_rows: str) -> pl.DataFrame:
+def check_official_split(frame: pl.DataFrame, bad_rows: str) -> pl.DataFrame:
     """The frame must carry train and test rows in `split`; rows without a split are bad rows."""
-    if "split" not in frame.columns:
-        fix = "set `split_column`" if kind == "custom" else "set `official_split: false`"
-        raise DataError(f"dataset type {kind!r} has no official train/test split here; {fix}.")
     frame = apply_row_checks(frame, [("rows have no split", pl.col("split").is_null(),
                                       "fill in the split column")], bad_rows)
     missing = {"train", "test"} - set(frame["split"].to_list())
@@ -150,8 +142,29 @@ def subsample_per_class(frame: pl.DataFrame, max_per_class: int, seed: int) -> p
 
 
 def subsample_rows(frame: pl.DataFrame, max_rows: int, seed: int) -> pl.DataFrame:
-    """A seeded random sample of `max_rows` rows, in file order."""
+    """A seeded random sample of `max_rows` rows (all, if fewer), in file order."""
+    if frame.height <= max_rows:
+        return frame
     return frame.with_row_index("_row").sample(n=max_rows, seed=seed).sort("_row").drop("_row")
+
+
+def _classes(frame: pl.DataFrame) -> list[str]:
+    return sorted(frame["label"].drop_nulls().cast(pl.String).unique().to_list())
+
+
+def check_classes_left(left: list[str], source_classes: list[str], removed_by: list[str]) -> None:
+    """A classification probe needs two classes: name the one left and the options that removed the others."""
+    if len(left) > 1:
+        return
+    what = f"only one class, {left[0]!r}," if left else "no class"
+    if removed_by:
+        options = " and ".join(dict.fromkeys(removed_by))
+        named = " (with bad_rows: error the rows are named)" if "bad_rows: drop" in removed_by else ""
+        raise DataError(f"{what} is left of the source's {len(source_classes)} ({', '.join(source_classes)}): "
+                        f"{options} removed the others, and a classification probe needs two; relax {options}"
+                        f"{named}.")
+    raise DataError(f"there is {what} in the source, and a classification probe needs two; label more classes "
+                    "(custom: or set `label_column: null` to probe only `target_columns`).")
 
 
 def build_prepared_table(frame: pl.DataFrame, labels: tuple[str, ...], template: str,
@@ -181,25 +194,35 @@ def prepare(dataset_spec: dict, template: str, seed: int, data_dir: str | None,
     """Fetch, verify, parse, clean and (optionally) subsample one dataset into a prepared table.
 
     Bad rows are refused or dropped as the spec's `bad_rows` says; `cv_folds` (probe.cv_folds)
-    adds the check for classes with fewer texts than folds (None skips it).
+    adds the check for classes with fewer texts than folds (None skips it). A dataset with classes
+    must keep two of them.
     """
     spec = resolve_spec(dataset_spec)
-    loader = LOADERS[spec["type"]]
-    has_labels, targets = loader.plan(spec)
-    frame = loader.load_dataset(spec, data_dir, download_dir)
+    plan = probe_plan(spec)
+    has_labels, targets = plan["classification"], tuple(plan["targets"])
+    frame = LOADERS[spec["type"]].load_dataset(spec, data_dir, download_dir)
     labels = tuple(frame["label"].dtype.categories) if has_labels else ()
-    frame = apply_row_checks(frame, row_checks(has_labels, targets), spec["bad_rows"])
+    # (the option under which a step drops rows, the step), in order.
+    steps = [("bad_rows: drop", lambda f: apply_row_checks(f, row_checks(has_labels, targets), spec["bad_rows"]))]
     if spec["duplicate_texts"] == "drop":
-        frame = drop_duplicate_texts(frame, targets)
+        steps.append(("duplicate_texts: drop", lambda f: drop_duplicate_texts(f, targets)))
     if spec["official_split"]:
-        frame = check_official_split(frame, spec["type"], spec["bad_rows"])
+        steps.append(("bad_rows: drop", lambda f: check_official_split(f, spec["bad_rows"])))
     if spec["max_per_class"]:
-        if not has_labels:
-            raise DataError(f"max_per_class needs class labels, and this {spec['type']} dataset has none; "
-                            "remove max_per_class.")
-        frame = subsample_per_class(frame, spec["max_per_class"], seed)
-    if spec["max_rows"] and frame.height > spec["max_rows"]:
-        frame = subsample_rows(frame, spec["max_rows"], seed)
+        steps.append((f"max_per_class: {spec['max_per_class']}",
+                      lambda f: subsample_per_class(f, spec["max_per_class"], seed)))
+    if spec["max_rows"]:
+        steps.append((f"max_rows: {spec['max_rows']}", lambda f: subsample_rows(f, spec["max_rows"], seed)))
     if has_labels:
-        frame = apply_row_checks(frame, class_size_checks(frame, cv_folds, spec["official_split"]), spec["bad_rows"])
+        steps.append(("bad_rows: drop",
+                      lambda f: apply_row_checks(f, class_size_checks(f, cv_folds, spec), spec["bad_rows"])))
+    source_classes = left = _classes(frame)
+    removed_by = []
+    for option, step in steps:
+        frame = step(frame)
+        before, left = left, _classes(frame)
+        if len(left) < len(before):
+            removed_by.append(option)
+    if has_labels:
+        check_classes_left(left, source_classes, removed_by)
     return build_prepared_table(frame, labels, template, targets)

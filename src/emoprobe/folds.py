@@ -1,0 +1,71 @@
+"""Cross-validation folds of both probe kinds: all copies of a text land in the same fold."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from sklearn.model_selection import GroupKFold, PredefinedSplit, StratifiedGroupKFold
+
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+# The per-fold score table of both probe kinds (the ridge probes add a `target` column).
+PROBE_COLUMNS = {"probe": pl.String, "fold": pl.Int64, "metric": pl.String, "value": pl.Float64}
+
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+def assign_folds(groups: Sequence, cv_folds: int = 5, seed: int = 0, labels: Sequence | None = None,
+                 split: Sequence[str] | None = None) -> Folds:
+    """(train, test) index pairs over the rows; rows with equal `groups` (the texts) share a fold.
+
+    Shuffled k-fold with a fixed seed, stratified by `labels` when given (StratifiedGroupKFold,
+    else GroupKFold); with `split` (train, dev or test per row) instead the source's one pair:
+    fit on train + dev, score on test (PredefinedSplit).
+    """
+    groups = np.asarray(groups)
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    log.info("%d of %d rows share their text with another row (copies of %d texts)",
+             int((counts[inverse] > 1).sum()), len(groups), int((counts > 1).sum()))
+    if split is not None:
+        return _official_split(np.asarray(split, dtype=object), groups)
+    if labels is None:
+        if len(counts) < cv_folds:
+            raise DataError(f"{len(counts)} distinct texts are too few for probe.cv_folds={cv_folds}, one per "
+                            "test fold; lower cv_folds, or use more data.")
+        splitter = GroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+    else:
+        _check_texts_per_label(np.asarray(labels), inverse, cv_folds)
+        splitter = StratifiedGroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+    # Text codes, not the texts: GroupKFold's np.isin takes ~1000x as long on strings.
+    return list(splitter.split(np.zeros((len(groups), 1)), labels, inverse))
+
+
+def _check_texts_per_label(labels: np.ndarray, groups: np.ndarray, cv_folds: int) -> None:
+    """Every label needs at least cv_folds distinct texts, one per test fold."""
+    texts = {label: len(np.unique(groups[labels == label])) for label in np.unique(labels)}
+    too_few = {label.item(): n for label, n in texts.items() if n < cv_folds}
+    if too_few:
+        raise DataError(
+            f"label ids {too_few} (id: distinct texts) have fewer texts than probe.cv_folds={cv_folds}; "
+            "lower cv_folds, or use more data (raise max_per_class)."
+        )
+
+
+def _official_split(split: np.ndarray, groups: np.ndarray) -> Folds:
+    """The one (train + dev, test) pair; warns of test rows whose text is also a training row's."""
+    unknown = sorted(set(split.tolist()) - {"train", "dev", "test"})
+    if unknown:
+        raise DataError(f"split values {unknown[:5]} are not train, dev or test.")
+    if not (split == "test").any() or not (split == "train").any():
+        raise DataError("the official split needs train and test rows; this table lacks one of them.")
+    folds = list(PredefinedSplit(np.where(split == "test", 0, -1)).split())
+    (train, test), = folds
+    if shared := int(np.isin(groups[test], groups[train]).sum()):
+        log.warning("%d of the official split's %d test rows share their text with a train or dev row; "
+                    "set the dataset's `duplicate_texts: drop` to keep them apart", shared, len(test))
+    return folds
