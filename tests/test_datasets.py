@@ -408,6 +408,11 @@ def test_bad_rows_dropped_with_logged_counts(tmp_path, caplog):
     clean = write(tmp_path / "clean.csv", "text,label\na,joy\nb,joy\nc,fear\n")
     with pytest.raises(DataError, match=r"fewer texts than probe.cv_folds=2 \(\{'fear': 1\}\).*lower probe.cv_folds"):
         prepare(custom_spec(clean, label_column="label"), TEMPLATE, 0, None, "x", cv_folds=2)
+    # Distinct texts count, not rows: two copies of one text cannot fill two test folds.
+    copies = write(tmp_path / "copies.csv", "text,label\na,joy\nb,joy\nc,fear\nc,fear\n")
+    with pytest.raises(DataError, match=r"2 texts belong to classes with fewer texts than probe.cv_folds=2 "
+                                        r"\(\{'fear': 1\}\)"):
+        prepare(custom_spec(copies, label_column="label"), TEMPLATE, 0, None, "x", cv_folds=2)
 
 
 def test_labels_unseen_in_the_official_training_split(tmp_path):

@@ -135,9 +135,15 @@ def test_template_reruns_preparation_and_extraction(done):
     assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 3, **TAIL}
 
 
-def test_model_revision_reruns_that_extraction(done):
-    config = changed(done["config"], "models.tiny.revision", "v2")
+def test_model_entry_reruns_that_extraction(done):
+    config = changed(done["config"], "models.tiny.quantisation", "Q8_0")
     assert planned(done, config) == {"extract_activations": 1, "fit_probe": 3, **TAIL}
+
+
+def test_a_key_of_another_source_is_refused(done):
+    dry = run_snakemake(done["workdir"], changed(done["config"], "models.tiny.revision", "v2"), "-n")
+    assert dry.returncode != 0
+    assert "'models.tiny': 'revision' does not apply to source 'local'" in dry.stdout + dry.stderr
 
 
 def _copy_of_repo(root: Path) -> Path:

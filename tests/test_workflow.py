@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 from emoprobe.data.sources import sha256_of
 from emoprobe.parts import part_name
+from emoprobe.shards import size_problem
 
 from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, require_smollm2, make_tiny_model, read_metrics, run_snakemake
 
@@ -130,7 +131,7 @@ def test_rerun_with_nothing_changed_does_nothing(finished_run):
 def test_damaged_part_is_found_when_the_dag_is_built(finished_run, tmp_path, damage):
     """A shard cut short, deleted or with a garbled header: `snakemake -n` (which would otherwise
     say "Nothing to be done", the folder being present) stops naming the shard and the command
-    that works; after it, only that part's extraction and probes are planned."""
+    that works; that command re-extracts the part, and the next run refits just its probes."""
     import shutil
 
     workdir = tmp_path / "copy"
@@ -145,13 +146,17 @@ def test_damaged_part_is_found_when_the_dag_is_built(finished_run, tmp_path, dam
     else:
         shard.write_bytes(data[:8] + b"#" + data[9:])
     dry = run_snakemake(workdir, finished_run["config"], "-n")
+    output = dry.stdout + dry.stderr
     assert dry.returncode != 0
-    assert f"{shard.relative_to(workdir)}: it" in dry.stderr, dry.stderr[-2000:]
-    assert f"rm -r {shard.parent.relative_to(workdir)}" in dry.stderr
+    assert f"{shard.relative_to(workdir)}: it" in output, output[-2000:]
+    folder = str(shard.parent.relative_to(workdir))
+    assert f"rm -r {folder} && snakemake {folder}" in output
     shutil.rmtree(shard.parent)
+    rebuilt = run_snakemake(workdir, finished_run["config"], folder)
+    assert rebuilt.returncode == 0 and shard.exists() and size_problem(shard) is None
     again = run_snakemake(workdir, finished_run["config"], "-n")
-    assert job_counts(again.stdout + again.stderr) == {"extract_activations": 1, "fit_probe": 4,
-                                                       "aggregate_metrics": 1, "build_report": 1, "all": 1}
+    assert job_counts(again.stdout + again.stderr) == {"fit_probe": 4, "aggregate_metrics": 1, "build_report": 1,
+                                                       "all": 1}
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -175,8 +180,9 @@ def test_pinned_gguf_with_another_sha256_stops_before_any_job(tmp_path):
     require_smollm2()
     spec = SMOLLM2 | {"sha256": "0" * 64}
     result = run_snakemake(tmp_path / "run", tiny_config({"smollm2": spec}), "-n")
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "SmolLM2-135M-Instruct.Q4_1.gguf has sha256 " in result.stderr and f"`sha256: {'0' * 64}`" in result.stderr
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf has sha256 " in output and f"`sha256: {'0' * 64}`" in output
     assert not (tmp_path / "run" / "results").exists()
 
 

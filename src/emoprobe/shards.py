@@ -99,10 +99,11 @@ def size_problem(path: str | os.PathLike) -> str | None:
 
 
 def delete_and_rerun(folder: str | os.PathLike) -> str:
-    """The fix for a damaged extraction part: Snakemake sees the folder as present and will not
-    rerun its job by itself."""
-    return (f"delete the part folder (rm -r {folder}) and rerun snakemake: that part is extracted again "
-            "and its probes refitted")
+    """The fix for a damaged extraction part. Snakemake sees the folder as present, and once it
+    is deleted still skips it while the probes fitted from it are up to date: name it as the
+    target (the next plain run then refits those probes, their input being newer)."""
+    return (f"delete the part and extract it again: rm -r {folder} && snakemake {folder} (the next "
+            "`snakemake` then refits its probes)")
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -84,8 +84,10 @@ def class_size_checks(frame: pl.DataFrame, cv_folds: int | None, spec: dict) -> 
                  pl.col("label").cast(pl.String).is_in(unseen), "probe with cross-validation (official_split: false)")]
     if cv_folds is None:
         return []
-    counts = {str(label): n for label, n in frame["label"].value_counts().iter_rows() if label is not None}
-    rare = {label: n for label, n in counts.items() if n < cv_folds}
+    # Distinct texts, not rows: the folds keep every copy of a text together (emoprobe.folds).
+    counts = {str(label): n for label, n in frame.group_by("label").agg(pl.col("text").n_unique()).iter_rows()
+              if label is not None}
+    rare = dict(sorted((label, n) for label, n in counts.items() if n < cv_folds))
     slicing = " or ".join(option for option in ("max_per_class", "max_rows") if spec[option])
     return [(f"texts belong to classes with fewer texts than probe.cv_folds={cv_folds} ({rare})",
              pl.col("label").cast(pl.String).is_in(list(rare)),
