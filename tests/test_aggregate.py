@@ -15,7 +15,8 @@ from emoprobe.errors import EmoprobeError
 def _fold_rows(layer, position, values, probe="logreg", metric="accuracy", dtype="float32", target="label",
                n_classes=4):
     return [{"model": "m", "dataset": "d", "target": target, "layer": layer, "position": position, "probe": probe,
-             "fold": fold, "metric": metric, "value": float(value), "n_layers": 3, "n_classes": n_classes,
+             "fold": fold, "metric": metric, "value": float(value), "pooled": float(np.mean(values)),
+             "ci_low": float(min(values)), "ci_high": float(max(values)), "n_layers": 3, "n_classes": n_classes,
              "dtype": dtype} for fold, value in enumerate(values)]
 
 
@@ -46,6 +47,7 @@ def test_mean_and_std_are_over_folds(tmp_path):
     assert row["mean"] == pytest.approx(np.mean(values))
     assert row["std"] == pytest.approx(np.std(values, ddof=1))  # the sample std over folds
     assert row["n_folds"] == 5 and row["dtype"] == "float32"
+    assert (row["pooled"], row["ci_low"], row["ci_high"]) == (np.mean(values), 0.28, 0.42)  # carried over
 
 
 def test_shards_of_two_dtypes_in_one_sweep_are_refused(tmp_path):
@@ -59,7 +61,8 @@ def test_shards_of_two_dtypes_in_one_sweep_are_refused(tmp_path):
 def _metrics(cells: dict[tuple[int, int], float], majority: float = 0.2) -> pl.DataFrame:
     """A metrics table with logreg accuracy `cells[(layer, position)]` and a majority row per cell."""
     rows = [{"model": "m", "dataset": "d", "target": "label", "layer": layer, "position": position,
-             "probe": probe, "metric": "accuracy", "mean": value, "std": 0.01 * layer, "n_folds": 5,
+             "probe": probe, "metric": "accuracy", "mean": value, "std": 0.01 * layer,
+             "ci_low": value - 0.02, "ci_high": value + 0.03, "n_folds": 5,
              "n_layers": 4, "n_classes": 5, "dtype": "float32"}
             for (layer, position), mean in cells.items()
             for probe, value in (("logreg", mean), ("majority", majority))]
@@ -71,7 +74,8 @@ def test_summary_best_layer_plateau_floor_and_chance():
              (0, -2): 0.20, (1, -2): 0.30, (2, -2): 0.40, (3, -2): 0.42, (4, -2): 0.41}
     (row,) = summarise(_metrics(cells), tolerance=0.02).iter_rows(named=True)
     assert (row["best_layer"], row["best_position"], row["score"]) == (3, -1, 0.50)
-    assert row["score_std"] == pytest.approx(0.03)  # the best cell's own std
+    assert row["score_std"] == pytest.approx(0.03)  # the best cell's own std and CI
+    assert (row["score_ci_low"], row["score_ci_high"]) == (pytest.approx(0.48), pytest.approx(0.53))
     assert row["first_layer_within_tolerance"] == 2  # 0.49 >= 0.50 - 0.02, 0.45 is not
     assert row["floor"] == 0.2 and row["chance"] == pytest.approx(1 / 5)
     assert row["candidates"] == 10  # the best of 10 CV means on the same folds

@@ -59,7 +59,7 @@ def test_probe_scores_do_not_leak_through_copies():
     rng = np.random.default_rng(1)
     text_of_row = np.repeat(np.arange(60), 3)
     X, y = rng.normal(size=(60, 100))[text_of_row], np.repeat([0, 1], 30)[rng.permutation(60)][text_of_row]
-    scores = cross_validate_probe(X, y, cv_folds=5, C=100.0, groups=text_of_row)
+    scores = cross_validate_probe(X, y, cv_folds=5, C=100.0, groups=text_of_row).scores
     accuracy = scores.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"].mean()
     assert accuracy < 0.7
 
@@ -69,7 +69,7 @@ def test_ridge_scores_do_not_leak_through_copies():
     rng = np.random.default_rng(2)
     text_of_row = np.repeat(np.arange(60), 3)
     X, Y = rng.normal(size=(60, 100))[text_of_row], rng.normal(size=60)[text_of_row]
-    scores = cross_validate_ridge(X, Y, ["random"], cv_folds=5, groups=text_of_row)
+    scores = cross_validate_ridge(X, Y, ["random"], cv_folds=5, groups=text_of_row).scores
     r2 = scores.filter((pl.col("probe") == "ridge") & (pl.col("metric") == "r2"))["value"].mean()
     assert r2 < 0.1
 

@@ -26,7 +26,7 @@ def _synthetic(separation: float, n_per_class=60, n_classes=4, dim=20, seed=0):
 
 def test_separable_classes_are_found():
     X, y = _synthetic(separation=5.0)
-    scores = cross_validate_probe(X, y, cv_folds=5, seed=0)
+    scores = cross_validate_probe(X, y, cv_folds=5, seed=0).scores
     assert _mean(scores, "logreg", "accuracy") > 0.97
     assert _mean(scores, "logreg", "macro_f1") > 0.97
     assert scores.filter(pl.col("probe") == "logreg")["fold"].n_unique() == 5
@@ -34,7 +34,7 @@ def test_separable_classes_are_found():
 
 def test_noise_stays_near_chance():
     X, y = _synthetic(separation=0.0)
-    scores = cross_validate_probe(X, y, cv_folds=5, seed=0)
+    scores = cross_validate_probe(X, y, cv_folds=5, seed=0).scores
     assert abs(_mean(scores, "logreg", "accuracy") - 0.25) < 0.1
 
 
@@ -56,7 +56,7 @@ def test_majority_baseline_is_the_training_folds_majority():
     y = np.concatenate([first, second])
     folds = [(np.arange(12), np.arange(12, 24)), (np.arange(12, 24), np.arange(12))]
     X = np.random.default_rng(0).normal(size=(len(y), 3))
-    scores = cross_validate_probe(X, y, folds=folds).filter(pl.col("probe") == "majority")
+    scores = cross_validate_probe(X, y, folds=folds).scores.filter(pl.col("probe") == "majority")
     for fold, (train, test) in enumerate(folds):
         candidates = {where: np.bincount(y[rows]).argmax()
                       for where, rows in (("train", train), ("test", test), ("all", np.arange(len(y))))}
@@ -68,7 +68,7 @@ def test_majority_baseline_is_the_training_folds_majority():
 
 def test_same_seed_same_scores():
     X, y = _synthetic(separation=1.0)
-    assert cross_validate_probe(X, y, seed=3).equals(cross_validate_probe(X, y, seed=3))
+    assert cross_validate_probe(X, y, seed=3).scores.equals(cross_validate_probe(X, y, seed=3).scores)
 
 
 def test_too_few_examples_per_class_is_named():
@@ -88,8 +88,8 @@ def test_non_finite_activations_are_refused():
 def test_torch_backend_matches_sklearn():
     X, y = _synthetic(separation=0.25, n_per_class=80, dim=40, seed=2)
     y = np.array([7, 2, 9, 4])[y]  # label ids that are not class indices: torch must map its predictions back
-    sk = cross_validate_probe(X, y, cv_folds=4, seed=1, backend="sklearn")
-    tt = cross_validate_probe(X, y, cv_folds=4, seed=1, backend="torch")
+    sk = cross_validate_probe(X, y, cv_folds=4, seed=1, backend="sklearn").scores
+    tt = cross_validate_probe(X, y, cv_folds=4, seed=1, backend="torch").scores
     acc_sk, acc_tt = _mean(sk, "logreg", "accuracy"), _mean(tt, "logreg", "accuracy")
     assert 0.4 < acc_sk < 0.95  # neither trivial nor hopeless, so agreement means something
     assert abs(acc_sk - acc_tt) <= 0.01
@@ -138,7 +138,7 @@ def test_torch_optimum_equals_sklearn_predictions():
 def test_official_split_folds_are_used():
     X, y = _synthetic(separation=5.0)
     test = np.arange(len(y)) % 4 == 0
-    scores = cross_validate_probe(X, y, folds=[(np.flatnonzero(~test), np.flatnonzero(test))])
+    scores = cross_validate_probe(X, y, folds=[(np.flatnonzero(~test), np.flatnonzero(test))]).scores
     assert scores["fold"].unique().to_list() == [0] and _mean(scores, "logreg", "accuracy") > 0.95
 
 
@@ -176,10 +176,10 @@ def test_constant_features_get_no_weight_in_either_backend(caplog):
     y = np.repeat(np.arange(3), [3000, 1800, 1200])
     X = np.tile(np.random.default_rng(0).normal(size=64).astype(np.float32) * 3, (len(y), 1))
     with caplog.at_level(logging.INFO, logger="emoprobe.probes"):
-        torch_scores = cross_validate_probe(X, y, cv_folds=5, backend="torch")
+        torch_scores = cross_validate_probe(X, y, cv_folds=5, backend="torch").scores
     steps = int(next(r.getMessage() for r in caplog.records if "L-BFGS steps" in r.getMessage()).rsplit("max ", 1)[1])
     assert steps < 50
-    sklearn_scores = cross_validate_probe(X, y, cv_folds=5, backend="sklearn")
+    sklearn_scores = cross_validate_probe(X, y, cv_folds=5, backend="sklearn").scores
     for scores in (torch_scores, sklearn_scores):
         assert _mean(scores, "logreg", "accuracy") == pytest.approx(0.5)
 
@@ -247,3 +247,41 @@ def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     for _, test in folds:
         assert np.mean(torch_predicted[test] == y[test]) == pytest.approx(np.mean(sklearn_predicted[test] == y[test]),
                                                                           abs=0.01)
+
+
+@pytest.mark.parametrize("backend", ["torch", "sklearn"])
+def test_held_out_predictions_and_intervals(backend):
+    """Predictions: one per (probe, row), from the fold that held the row out; `pooled` is the
+    accuracy of those predictions, inside its bootstrap CI; the majority baseline's p_true is
+    the true label's share of the training rows."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    X, y = _synthetic(separation=0.4, n_per_class=50, n_classes=3, dim=8, seed=6)
+    y = np.array([5, 1, 8])[y]
+    result = cross_validate_probe(X, y, cv_folds=4, seed=2, backend=backend)
+    predictions = result.predictions
+    assert predictions.columns == ["row", "fold", "probe", "predicted", "p_true"]
+    logreg = predictions.filter(pl.col("probe") == "logreg")
+    assert logreg["row"].to_list() == list(range(len(y)))
+    predicted = logreg["predicted"].to_numpy()
+    assert set(predicted) <= {1, 5, 8} and ((logreg["p_true"] > 0) & (logreg["p_true"] < 1)).all()
+    assert ((logreg["p_true"] > 0.5).to_numpy() <= (predicted == y)).all()  # above 1/2 is the argmax
+    scores = result.scores
+    for metric, function in (("accuracy", accuracy_score), ("balanced_accuracy", balanced_accuracy_score)):
+        row = scores.filter((pl.col("probe") == "logreg") & (pl.col("metric") == metric)).row(0, named=True)
+        assert row["pooled"] == pytest.approx(function(y, predicted))
+        assert row["ci_low"] < row["pooled"] < row["ci_high"]
+    majority = predictions.filter(pl.col("probe") == "majority")
+    for (fold,), rows in majority.group_by("fold"):
+        train = np.setdiff1d(np.arange(len(y)), rows["row"].to_numpy())
+        share = {label: np.mean(y[train] == label) for label in (1, 5, 8)}
+        np.testing.assert_allclose(rows["p_true"].to_numpy(), [share[label] for label in y[rows["row"].to_numpy()]])
+
+
+def test_torch_probabilities_equal_sklearns():
+    from emoprobe.folds import assign_folds
+    from emoprobe.probes import proba_sklearn, proba_torch
+
+    X, y = _synthetic(separation=0.5, n_per_class=40, n_classes=3, dim=6, seed=7)
+    folds = assign_folds(np.arange(len(y)), 3, 0, labels=y)
+    np.testing.assert_allclose(proba_torch(X, y, folds, tolerance=1e-7)[0], proba_sklearn(X, y, folds), atol=2e-3)

@@ -29,9 +29,10 @@ def _synthetic(n=1500, dim=20, r2=0.8, seed=0):
 
 def test_known_r2_is_recovered_for_every_target_in_one_call():
     X, Y = _synthetic(r2=0.8)
-    scores = cross_validate_ridge(X, Y, ["linear", "noise", "scaled"], cv_folds=5, seed=0)
-    assert dict(scores.schema) == REGRESSION_COLUMNS
-    assert scores.columns == ["probe", "fold", "metric", "value", "target"]
+    scores = cross_validate_ridge(X, Y, ["linear", "noise", "scaled"], cv_folds=5, seed=0).scores
+    assert dict(scores.schema) == REGRESSION_COLUMNS | {"pooled": pl.Float64, "ci_low": pl.Float64,
+                                                        "ci_high": pl.Float64}
+    assert scores.columns == ["probe", "fold", "metric", "value", "target", "pooled", "ci_low", "ci_high"]
     assert _mean(scores, "ridge", "r2", "linear") == pytest.approx(0.8, abs=0.03)
     assert _mean(scores, "ridge", "r2", "scaled") == pytest.approx(0.8, abs=0.03)  # R-squared is scale-free
     assert _mean(scores, "ridge", "pearson_r", "linear") == pytest.approx(np.sqrt(0.8), abs=0.02)
@@ -53,7 +54,7 @@ def test_mean_predictor_is_the_training_folds_mean():
     X = rng.normal(size=(40, 3))
     Y = np.concatenate([rng.normal(size=(15, 2)), rng.normal(size=(25, 2)) + [2.0, -5.0]])
     folds = [(np.arange(15), np.arange(15, 40)), (np.arange(15, 40), np.arange(15))]
-    scores = cross_validate_ridge(X, Y, ["a", "b"], folds=folds).filter(pl.col("probe") == "mean")
+    scores = cross_validate_ridge(X, Y, ["a", "b"], folds=folds).scores.filter(pl.col("probe") == "mean")
     for fold, (train, test) in enumerate(folds):
         for j, target in enumerate(["a", "b"]):
             expected = {where: _brute_force_r2(Y[test, j], Y[rows, j].mean())
@@ -65,23 +66,23 @@ def test_mean_predictor_is_the_training_folds_mean():
 
 def test_penalty_is_chosen_per_target():
     X, Y = _synthetic(n=300, dim=50)
-    scores = cross_validate_ridge(X, Y[:, :2], ["linear", "noise"], cv_folds=3)
+    scores = cross_validate_ridge(X, Y[:, :2], ["linear", "noise"], cv_folds=3).scores
     assert _mean(scores, "ridge", "alpha", "noise") > 10 * _mean(scores, "ridge", "alpha", "linear")
 
 
 def test_weak_signal_r2_and_single_target_vector():
     X, Y = _synthetic(r2=0.3, n=3000, seed=1)
-    scores = cross_validate_ridge(X, Y[:, 0], ["weak"], cv_folds=4, seed=2)
+    scores = cross_validate_ridge(X, Y[:, 0], ["weak"], cv_folds=4, seed=2).scores
     assert _mean(scores, "ridge", "r2", "weak") == pytest.approx(0.3, abs=0.04)
 
 
 def test_same_seed_same_scores_and_official_split():
     X, Y = _synthetic(n=200)
-    a = cross_validate_ridge(X, Y, ["a", "b", "c"], seed=3)
-    assert a.equals(cross_validate_ridge(X, Y, ["a", "b", "c"], seed=3))
+    a = cross_validate_ridge(X, Y, ["a", "b", "c"], seed=3).scores
+    assert a.equals(cross_validate_ridge(X, Y, ["a", "b", "c"], seed=3).scores)
     split = np.array(["train"] * 140 + ["dev"] * 20 + ["test"] * 40)
     folds = assign_folds(np.arange(200), split=split)
-    scores = cross_validate_ridge(X, Y, ["a", "b", "c"], folds=folds)
+    scores = cross_validate_ridge(X, Y, ["a", "b", "c"], folds=folds).scores
     assert scores["fold"].unique().to_list() == [0] and _mean(scores, "ridge", "r2", "a") > 0.6
 
 
@@ -125,7 +126,7 @@ def test_penalty_search_sees_one_row_per_text():
     assert over_rows == min(DEFAULT_ALPHAS) and over_texts >= 100  # what the copies did to the old search
     _, chosen = fit_ridge_probe(X, Y, text_of_row)
     assert chosen.tolist() == [over_texts]
-    scores = cross_validate_ridge(X, Y, ["random"], cv_folds=5, groups=text_of_row)
+    scores = cross_validate_ridge(X, Y, ["random"], cv_folds=5, groups=text_of_row).scores
     assert _mean(scores, "ridge", "r2", "random") > _mean(scores, "mean", "r2", "random") - 0.05
 
 
@@ -142,3 +143,34 @@ def test_penalty_without_copies_is_ridgecvs_own():
     np.testing.assert_array_equal(chosen, reference.alpha_)
     np.testing.assert_allclose(probe.predict(X), reference.predict(StandardScaler().fit_transform(X)), rtol=1e-7,
                                atol=1e-9)
+
+
+def test_held_out_predictions_and_intervals():
+    """Each row is predicted once, by the fold that held it out, as sklearn's pipeline with the
+    chosen penalty predicts it; `pooled` is sklearn's R2 on those predictions, inside its CI."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, Y = _synthetic(n=300)
+    result = cross_validate_ridge(X, Y[:, :2], ["linear", "noise"], cv_folds=3, seed=4)
+    predictions = result.predictions
+    ridge = predictions.filter((pl.col("probe") == "ridge") & (pl.col("target") == "linear"))
+    assert ridge["row"].to_list() == list(range(300))  # every row once, in row order
+    for fold, rows in ridge.group_by("fold"):
+        test = rows["row"].to_numpy()
+        train = np.setdiff1d(np.arange(300), test)
+        alpha = _mean(result.scores.filter(pl.col("fold") == fold[0]), "ridge", "alpha", "linear")
+        expected = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(X[train], Y[train, 0]).predict(X[test])
+        np.testing.assert_allclose(rows["predicted"].to_numpy(), expected, rtol=1e-6, atol=1e-8)
+    row = result.scores.filter((pl.col("probe") == "ridge") & (pl.col("target") == "linear")
+                               & (pl.col("metric") == "r2")).row(0, named=True)
+    assert row["pooled"] == pytest.approx(r2_score(Y[:, 0], ridge["predicted"].to_numpy()))
+    assert row["ci_low"] < row["pooled"] < row["ci_high"] and row["ci_high"] - row["ci_low"] < 0.2
+    mean = predictions.filter((pl.col("probe") == "mean") & (pl.col("target") == "noise"))
+    for fold, rows in mean.group_by("fold"):
+        train = np.setdiff1d(np.arange(300), rows["row"].to_numpy())
+        np.testing.assert_allclose(rows["predicted"].to_numpy(), Y[train, 1].mean(), rtol=1e-12)
+    alpha_rows = result.scores.filter(pl.col("metric") == "alpha")
+    assert alpha_rows["ci_low"].null_count() == alpha_rows.height  # no interval for the chosen penalty

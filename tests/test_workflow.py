@@ -69,7 +69,7 @@ def test_shards_have_contract_shape_and_metadata(finished_run):
 def test_metrics_table_is_tidy(finished_run):
     metrics = read_metrics(finished_run["workdir"])
     assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
-                               "n_folds", "n_layers", "n_classes", "dtype"]
+                               "pooled", "ci_low", "ci_high", "n_folds", "n_layers", "n_classes", "dtype"]
     assert set(metrics["dtype"]) == {"float32"}  # CPU extraction
     assert metrics.height == 4 * len(POSITIONS) * 2 * 3  # layers x positions x probes x metrics
     assert set(metrics["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1"}
@@ -80,6 +80,27 @@ def test_metrics_table_is_tidy(finished_run):
     assert majority["mean"].max() < 0.12  # balanced classes: 1/13
     csv = pl.read_csv(finished_run["workdir"] / "results" / "metrics" / "probe_metrics.csv")
     assert csv.height == metrics.height
+
+
+def test_held_out_predictions_back_the_pooled_scores(finished_run):
+    """Each probe job keeps one prediction per (position, probe, row); the table's pooled accuracy
+    is recomputed from them and the prepared labels, and lies inside its CI."""
+    results = finished_run["workdir"] / "results"
+    labels = pl.read_parquet(results / "data" / "crowd_envent.parquet")["label_id"].to_numpy()
+    metrics = read_metrics(finished_run["workdir"]).filter(pl.col("metric") == "accuracy")
+    files = sorted((results / "probes" / "tiny-llama" / "crowd_envent").glob("layer_*/*.predictions.parquet"))
+    assert len(files) == 4
+    for path in files:
+        predictions = pl.read_parquet(path)
+        assert predictions.columns == ["position", "row", "fold", "probe", "predicted", "p_true"]
+        layer = int(path.parent.name.removeprefix("layer_"))
+        for (position, probe), group in predictions.group_by("position", "probe"):
+            assert group["row"].sort().to_list() == list(range(len(labels)))
+            row = metrics.filter((pl.col("layer") == layer) & (pl.col("position") == position)
+                                 & (pl.col("probe") == probe)).row(0, named=True)
+            accuracy = float((group["predicted"].to_numpy() == labels[group["row"].to_numpy()]).mean())
+            assert row["pooled"] == pytest.approx(accuracy)
+            assert row["ci_low"] <= accuracy <= row["ci_high"]
 
 
 def test_report_files(finished_run):
@@ -93,7 +114,8 @@ def test_report_files(finished_run):
     assert not list(report.glob("*/*/r2_by_layer.*"))  # no numeric targets, no regression figures
     summary = pl.read_csv(report / "summary.csv")
     assert summary.columns == ["model", "dataset", "target", "probe", "score_metric", "best_layer", "best_position",
-                               "n_layers", "score", "score_std", "candidates", "first_layer_within_tolerance",
+                               "n_layers", "score", "score_std", "score_ci_low", "score_ci_high", "candidates",
+                               "first_layer_within_tolerance",
                                "floor", "chance"]
     assert summary.select("target", "probe", "score_metric").rows() == [("label", "logreg", "accuracy")]
     # The best cell, recomputed from the metrics table by brute force (ties: earlier layer, then position -1).

@@ -68,7 +68,9 @@ def test_classification_and_ridge_jobs_per_dataset(dataset_run):
         "fit_ridge": 2 * len(LAYERS),   # one job per layer fits all of a dataset's positions and targets
         "aggregate_metrics": 1, "build_report": 1, "all": 1}
     probes = dataset_run["workdir"] / "results" / "probes" / "tiny"
-    assert len(list(probes.glob("appraisals/layer_*/positions_*.parquet"))) == 2 * len(LAYERS)  # + .ridge.parquet
+    # scores and held-out predictions of both kinds: .parquet, .ridge.parquet, and their .predictions
+    assert len(list(probes.glob("appraisals/layer_*/positions_*.parquet"))) == 4 * len(LAYERS)
+    assert len(list(probes.glob("appraisals/layer_*/positions_*.ridge.predictions.parquet"))) == len(LAYERS)
     assert not list(probes.glob("mine/layer_*/positions_*[0-9].parquet"))
 
 
@@ -87,7 +89,7 @@ def test_prepared_tables_carry_targets_and_split(dataset_run):
 def test_metrics_rows_per_target(dataset_run):
     metrics = read_metrics(dataset_run["workdir"])
     assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
-                               "n_folds", "n_layers", "n_classes", "dtype"]
+                               "pooled", "ci_low", "ci_high", "n_folds", "n_layers", "n_classes", "dtype"]
     assert metrics.select("model", "dataset", "target", "layer", "position", "probe", "metric").is_unique().all()
     sweep = len(LAYERS) * len(POSITIONS)
     rows = {(d, t, p, m): n for d, t, p, m, n in

@@ -10,6 +10,7 @@ from .errors import EmoprobeError
 
 KEYS = ["model", "dataset", "target", "layer", "position", "probe", "metric"]
 DESCRIPTIVE = ["n_layers", "n_classes", "dtype"]
+INTERVAL = ["pooled", "ci_low", "ci_high"]  # the same on every fold row of a (keys) group
 
 # Each fitted probe, the metric the summary ranks layers by, and the trivial baseline probe whose
 # score on that metric is the floor: the training folds' majority class, or their mean (R2 about 0).
@@ -18,13 +19,16 @@ SCORED = {"logreg": ("accuracy", "majority"), "ridge": ("r2", "mean")}
 SUMMARY_SCHEMA = {
     "model": pl.String, "dataset": pl.String, "target": pl.String, "probe": pl.String,
     "score_metric": pl.String, "best_layer": pl.Int64, "best_position": pl.Int64, "n_layers": pl.Int64,
-    "score": pl.Float64, "score_std": pl.Float64, "candidates": pl.Int64, "first_layer_within_tolerance": pl.Int64,
+    "score": pl.Float64, "score_std": pl.Float64, "score_ci_low": pl.Float64, "score_ci_high": pl.Float64,
+    "candidates": pl.Int64, "first_layer_within_tolerance": pl.Int64,
     "floor": pl.Float64, "chance": pl.Float64,
 }
 
 
 def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None) -> pl.DataFrame:
-    """One row per (model, dataset, target, layer, position, probe, metric): mean, std, n_folds.
+    """One row per (model, dataset, target, layer, position, probe, metric): mean and std over
+    folds, the metric on the pooled held-out predictions with its bootstrap CI (pooled, ci_low,
+    ci_high), n_folds.
 
     Classification rows have target "label"; ridge rows name their target and have n_classes null.
     `positions`: keep only these (a probe file holds every position of its extraction part).
@@ -43,9 +47,10 @@ def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None
         folds.group_by(KEYS + DESCRIPTIVE)
         .agg(pl.col("value").mean().alias("mean"),
              pl.col("value").std(ddof=1).alias("std"),
+             *(pl.col(column).first() for column in INTERVAL),
              pl.col("fold").n_unique().alias("n_folds"))
         .sort(KEYS)
-        .select(KEYS + ["mean", "std", "n_folds"] + DESCRIPTIVE)
+        .select(KEYS + ["mean", "std", *INTERVAL, "n_folds"] + DESCRIPTIVE)
     )
 
 
@@ -83,7 +88,8 @@ def majority_rate(metrics: pl.DataFrame, metric: str = "accuracy") -> pl.DataFra
 
 def summarise(metrics: pl.DataFrame, tolerance: float = 0.02) -> pl.DataFrame:
     """Per (model, dataset, target) and fitted probe: the best (layer, position) by the probe's
-    score metric (accuracy, or R2 for ridge), the score there, the first layer within `tolerance`
+    score metric (accuracy, or R2 for ridge), the score there (and the 95% bootstrap CI of its
+    pooled held-out score, which does not account for the pick), the first layer within `tolerance`
     of it at that position, the floor (majority-class accuracy, or the mean predictor's R2) and
     chance (1 / n_classes; null for ridge).
 
@@ -102,7 +108,8 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02) -> pl.DataFrame:
             rows.append({
                 "model": model, "dataset": dataset, "target": target, "probe": probe, "score_metric": metric,
                 "best_layer": best["layer"], "best_position": best["position"], "n_layers": best["n_layers"],
-                "score": best["mean"], "score_std": best["std"], "candidates": group.height,
+                "score": best["mean"], "score_std": best["std"], "score_ci_low": best["ci_low"],
+                "score_ci_high": best["ci_high"], "candidates": group.height,
                 "first_layer_within_tolerance": plateau,
                 "floor": floors.get((model, dataset, target)),
                 "chance": 1.0 / best["n_classes"] if best["n_classes"] else None,

@@ -1,14 +1,17 @@
-"""Cross-validation folds of both probe kinds: all copies of a text land in the same fold."""
+"""Cross-validation shared by both probe kinds: folds (all copies of a text land in the same
+fold), the per-fold score table, and bootstrap intervals on the pooled held-out predictions."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 from sklearn.model_selection import GroupKFold, PredefinedSplit, StratifiedGroupKFold
 
+from . import bootstrap
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -17,6 +20,37 @@ log = logging.getLogger(__name__)
 PROBE_COLUMNS = {"probe": pl.String, "fold": pl.Int64, "metric": pl.String, "value": pl.Float64}
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+class CrossValidation(NamedTuple):
+    """A probe's per-fold scores (PROBE_COLUMNS + pooled, ci_low, ci_high) and its held-out
+    predictions, one row per (probe, [target,] row of the prepared table)."""
+
+    scores: pl.DataFrame
+    predictions: pl.DataFrame
+
+
+def with_intervals(scores: pl.DataFrame, predictions: pl.DataFrame, truth: Callable[[dict], np.ndarray],
+                   seed: int, keys: Sequence[str] = ("probe",)) -> pl.DataFrame:
+    """`scores` plus, per (keys, metric), the metric on the pooled held-out predictions
+    (`pooled`) and its seeded 95% bootstrap interval (`ci_low`, `ci_high`; 1,000 resamples of
+    the rows); null for metrics the bootstrap does not cover (ridge's alpha).
+
+    truth(group) gives the true values of a group of `predictions` (its keys as a dict), in the
+    order of its `row` column.
+    """
+    intervals = []
+    for group_keys, group in predictions.group_by(list(keys), maintain_order=True):
+        group_key = dict(zip(keys, group_keys))
+        metrics = sorted(set(scores.filter(**group_key)["metric"]) & set(bootstrap.METRICS))
+        cis = bootstrap.bootstrap_cis(truth(group_key | {"row": group["row"].to_numpy()}),
+                                      group["predicted"].to_numpy(), metrics, seed=seed)
+        intervals += [group_key | {"metric": metric, "pooled": point, "ci_low": low, "ci_high": high}
+                      for metric, (point, low, high) in cis.items()]
+    schema = {key: scores.schema[key] for key in keys} | {"metric": pl.String, "pooled": pl.Float64,
+                                                          "ci_low": pl.Float64, "ci_high": pl.Float64}
+    return scores.join(pl.DataFrame(intervals, schema=schema), on=[*keys, "metric"], how="left",
+                       maintain_order="left")
 
 
 def assign_folds(groups: Sequence, cv_folds: int = 5, seed: int = 0, labels: Sequence | None = None,

@@ -143,29 +143,33 @@ def _keyed(smk, scores: pl.DataFrame, position: int, metadata: dict, n_classes: 
         pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
         pl.col("target"), pl.lit(int(smk.wildcards.layer), dtype=pl.Int64).alias("layer"),
         pl.lit(position, dtype=pl.Int64).alias("position"),
-        "probe", "fold", "metric", "value",
+        "probe", "fold", "metric", "value", "pooled", "ci_low", "ci_high",
         pl.lit(int(metadata["n_layers"]), dtype=pl.Int64).alias("n_layers"),
         pl.lit(n_classes, dtype=pl.Int64).alias("n_classes"),
         pl.lit(metadata["dtype"], dtype=pl.String).alias("dtype"),
     )
 
 
-def _write(scores: pl.DataFrame, path: str) -> None:
+def _write(table: pl.DataFrame, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    scores.write_parquet(path)
+    table.write_parquet(path)
 
 
 def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | None, fit, summarise) -> None:
-    """fit(X) -> per-fold scores at each of the job's positions in turn; logs summarise(scores)
-    per position and writes all positions' keyed scores to the job's output."""
+    """fit(X) -> a CrossValidation at each of the job's positions in turn; logs summarise(scores)
+    per position and writes all positions' keyed scores and their held-out predictions (with a
+    `position` column first) to the job's outputs."""
     from threadpoolctl import threadpool_limits
 
-    scores = []
+    scores, predictions = [], []
     with threadpool_limits(max(1, smk.threads)):
         for position, X in activations.items():
-            scores.append(_keyed(smk, fit(X), position, metadata, n_classes))
+            result = fit(X)
+            scores.append(_keyed(smk, result.scores, position, metadata, n_classes))
+            predictions.append(result.predictions.select(pl.lit(position, dtype=pl.Int64).alias("position"), pl.all()))
             log.info("layer %s position %d: %s", smk.wildcards.layer, position, summarise(scores[-1]))
     _write(pl.concat(scores), smk.output.scores)
+    _write(pl.concat(predictions), smk.output.predictions)
 
 
 def fit_probe(smk) -> None:
@@ -177,12 +181,13 @@ def fit_probe(smk) -> None:
     folds = _job_folds(table, p.official_split, p.cv_folds, p.seed, labels=y)
 
     def fit(X):
-        scores = cross_validate_probe(X, y, C=p.C, max_iter=p.max_iter, backend=p.backend, folds=folds)
-        return scores.with_columns(target=pl.lit("label"))
+        result = cross_validate_probe(X, y, seed=p.seed, C=p.C, max_iter=p.max_iter, backend=p.backend, folds=folds)
+        return result._replace(scores=result.scores.with_columns(target=pl.lit("label")))
 
     def summarise(scores):
-        accuracy = scores.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))["value"]
-        return f"accuracy {accuracy.mean():.3f} +- {accuracy.std() or 0.0:.3f}"
+        accuracy = scores.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))
+        return (f"accuracy {accuracy['value'].mean():.3f} +- {accuracy['value'].std() or 0.0:.3f} over folds, "
+                f"pooled {accuracy['pooled'][0]:.3f} (95% CI {accuracy['ci_low'][0]:.3f}-{accuracy['ci_high'][0]:.3f})")
 
     _fit_each_position(smk, activations, metadata, table["label_id"].n_unique(), fit, summarise)
 
@@ -206,7 +211,7 @@ def fit_ridge(smk) -> None:
         return "R2 " + ", ".join(f"{target} {value:.3f}" for target, value in r2.iter_rows())
 
     _fit_each_position(smk, activations, metadata, None,
-                       lambda X: cross_validate_ridge(X, values, targets, groups=table["text"].to_numpy(),
+                       lambda X: cross_validate_ridge(X, values, targets, seed=p.seed, groups=table["text"].to_numpy(),
                                                       folds=folds), summarise)
 
 

@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .errors import DataError
-from .folds import PROBE_COLUMNS, Folds, assign_folds
+from .folds import PROBE_COLUMNS, CrossValidation, Folds, assign_folds, with_intervals
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,12 @@ def _scores(y_true, y_pred) -> dict[str, float]:
             "macro_f1": f1_score(y_true, y_pred, average="macro", zero_division=0)}
 
 
-def fit_predict_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0,
-                        max_iter: int = 1000, seed: int = 0) -> np.ndarray:
-    """Out-of-fold predictions of the sklearn Pipeline, one fit per fold."""
-    predicted = np.empty_like(y)
+def proba_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
+                  seed: int = 0) -> np.ndarray:
+    """Out-of-fold class probabilities [N, K] of the sklearn Pipeline, one fit per fold; columns
+    follow np.unique(y), rows in no test fold are NaN."""
+    classes = np.unique(y)
+    proba = np.full((len(y), len(classes)), np.nan)
     unconverged = 0
     for train, test in folds:
         probe = make_logistic_probe(C, max_iter, seed)
@@ -54,11 +56,23 @@ def fit_predict_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1
             warnings.simplefilter("always", ConvergenceWarning)
             probe.fit(X[train], y[train])
         unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        predicted[test] = probe.predict(X[test])
+        proba[test] = 0.0  # a class absent from the training rows gets probability 0
+        proba[np.ix_(test, np.searchsorted(classes, probe.classes_))] = probe.predict_proba(X[test])
     if unconverged:
         log.warning("%d of %d folds stopped at max_iter=%d before converging; raise probe.max_iter "
                     "or lower probe.C", unconverged, len(folds), max_iter)
-    return predicted
+    return proba
+
+
+def fit_predict_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0,
+                        max_iter: int = 1000, seed: int = 0) -> np.ndarray:
+    """Out-of-fold predicted labels of the sklearn Pipeline."""
+    return _most_probable(np.unique(y), proba_sklearn(X, y, folds, C, max_iter, seed))
+
+
+def _most_probable(classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """The label of highest probability per row of proba [..., N, K] (classes[0] for NaN rows)."""
+    return classes[np.nan_to_num(proba, nan=-1.0).argmax(-1)]
 
 
 BACKENDS = ("sklearn", "torch")
@@ -66,11 +80,16 @@ BACKENDS = ("sklearn", "torch")
 
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: int = 0,
                          C: float = 1.0, max_iter: int = 1000, backend: str = "sklearn",
-                         groups: np.ndarray | None = None, folds: Folds | None = None) -> pl.DataFrame:
-    """Per-fold held-out scores of the logistic probe and of the train-fold majority class.
+                         groups: np.ndarray | None = None, folds: Folds | None = None) -> CrossValidation:
+    """Held-out scores and predictions of the logistic probe and of the train-fold majority class.
 
-    `folds` defaults to assign_folds' stratified k-fold, rows with equal `groups` (the texts;
-    by default every row its own) in one fold; pass (train, test) pairs for an official split.
+    Scores: per fold (probe, fold, metric, value), each row with the metric on the pooled
+    out-of-fold predictions and its seeded bootstrap CI (pooled, ci_low, ci_high; see
+    emoprobe.bootstrap). Predictions: per held-out row (row, fold, probe, predicted, p_true),
+    p_true the probability given to the row's true label (the majority baseline's: the label's
+    share of the training rows). `folds` defaults to assign_folds' stratified k-fold, rows with
+    equal `groups` (the texts; by default every row its own) in one fold; pass (train, test)
+    pairs for an official split.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -78,19 +97,27 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
     if folds is None:
         folds = assign_folds(np.arange(len(y)) if groups is None else groups, cv_folds, seed, labels=y)
     if backend == "sklearn":
-        predicted = fit_predict_sklearn(X, y, folds, C, max_iter, seed)
+        proba = proba_sklearn(X, y, folds, C, max_iter, seed)
     elif backend == "torch":
-        predicted = fit_predict_torch(X, y, folds, C, max_iter)[0]
+        proba = proba_torch(X, y, folds, C, max_iter)[0]
     else:
         raise ValueError(f"probe backend {backend!r} is not one of {BACKENDS}")
-    rows = []
-    for fold, (train, test) in enumerate(folds):
-        labels, counts = np.unique(y[train], return_counts=True)
-        majority = np.full(len(test), labels[np.argmax(counts)])
-        for name, fold_predicted in (("logreg", predicted[test]), ("majority", majority)):
+    classes = np.unique(y)
+    prior = np.full_like(proba, np.nan)  # the majority baseline: the training rows' label shares
+    for train, test in folds:
+        prior[test] = (y[train][:, None] == classes).mean(0)
+    rows, predictions = [], []
+    for name, probabilities in (("logreg", proba), ("majority", prior)):
+        predicted = _most_probable(classes, probabilities)
+        p_true = probabilities[np.arange(len(y)), np.searchsorted(classes, y)]
+        for fold, (_, test) in enumerate(folds):
             rows += [{"probe": name, "fold": fold, "metric": metric, "value": float(value)}
-                     for metric, value in _scores(y[test], fold_predicted).items()]
-    return pl.DataFrame(rows, schema=PROBE_COLUMNS)
+                     for metric, value in _scores(y[test], predicted[test]).items()]
+            predictions.append(pl.DataFrame({"row": test, "fold": fold, "probe": name, "predicted": predicted[test],
+                                             "p_true": p_true[test]}))
+    predictions = pl.concat(predictions).sort("probe", "row")
+    scores = with_intervals(pl.DataFrame(rows, schema=PROBE_COLUMNS), predictions, lambda group: y[group["row"]], seed)
+    return CrossValidation(scores, predictions)
 
 
 def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, tolerance: float,
@@ -268,9 +295,10 @@ def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_it
                        inv_scale.cpu().numpy())
 
 
-def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
-                      device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> np.ndarray:
-    """Out-of-fold predictions [P, N] of fit_torch's probes for X [P, N, H] (or [N, H])."""
+def proba_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
+                device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> np.ndarray:
+    """Out-of-fold class probabilities [P, N, K] of fit_torch's probes for X [P, N, H] (or
+    [N, H]); columns follow np.unique(y), rows in no test fold are NaN."""
     import torch
 
     device = _device(device)
@@ -279,11 +307,18 @@ def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0
     with torch.no_grad():
         W, b, mean, inv_scale = (torch.as_tensor(a, device=device) for a in
                                  (probes.coef.swapaxes(2, 3), probes.intercept, probes.mean, probes.inv_scale))
-        predicted = _logits(torch.as_tensor(X, device=device), W, b, mean, inv_scale).argmax(-1).cpu().numpy()
-    out = np.empty(X.shape[:2], dtype=probes.classes.dtype)
+        proba = torch.softmax(_logits(torch.as_tensor(X, device=device), W, b, mean, inv_scale).double(), -1)
+        proba = proba.cpu().numpy()                                                   # [P, N, F, K]
+    out = np.full((X.shape[0], X.shape[1], len(probes.classes)), np.nan)
     for f, (_, test) in enumerate(folds):
-        out[:, test] = probes.classes[predicted[:, test, f]]
+        out[:, test] = proba[:, test, f]
     return out
+
+
+def fit_predict_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
+                      device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> np.ndarray:
+    """Out-of-fold predicted labels [P, N] of fit_torch's probes for X [P, N, H] (or [N, H])."""
+    return _most_probable(np.unique(y), proba_torch(X, y, folds, C, max_iter, device, tolerance, precondition))
 
 
 def _device(device: str | None) -> str:

@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .errors import DataError
-from .folds import PROBE_COLUMNS, Folds, assign_folds
+from .folds import PROBE_COLUMNS, CrossValidation, Folds, assign_folds, with_intervals
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,13 @@ def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def cross_validate_ridge(X: np.ndarray, Y: np.ndarray, targets: Sequence[str], cv_folds: int = 5, seed: int = 0,
                          alphas: Sequence[float] = DEFAULT_ALPHAS, groups: np.ndarray | None = None,
-                         folds: Folds | None = None) -> pl.DataFrame:
-    """Per-fold, per-target held-out scores of the ridge probe and of the mean predictor.
+                         folds: Folds | None = None) -> CrossValidation:
+    """Per-fold, per-target held-out scores and predictions of the ridge probe and of the mean
+    predictor.
 
-    Rows: probe (ridge | mean), fold, metric (r2, pearson_r, alpha for ridge; r2 for mean),
-    value, target. `folds` defaults to assign_folds' seeded k-fold, rows with equal `groups`
+    Score rows: probe (ridge | mean), fold, metric (r2, pearson_r, alpha for ridge; r2 for mean),
+    value, target, and the pooled metric with its bootstrap CI (see folds.with_intervals).
+    Prediction rows: row, fold, probe, target, predicted. `folds` defaults to assign_folds' seeded k-fold, rows with equal `groups`
     (the texts; by default every row its own) in one fold; pass (train, test) pairs (e.g.
     assign_folds' official split) to replace it. The penalty search sees one row per group.
     """
@@ -96,11 +98,15 @@ def cross_validate_ridge(X: np.ndarray, Y: np.ndarray, targets: Sequence[str], c
     if folds is None:
         folds = assign_folds(groups, cv_folds, seed)
     check_regression_inputs(X, Y, targets, folds)
-    rows, at_edge = [], set()
+    rows, predictions, at_edge = [], [], set()
     for fold, (train, test) in enumerate(folds):
         probe, chosen = fit_ridge_probe(X[train], Y[train], groups[train], alphas)
         predicted = probe.predict(X[test]).reshape(len(test), -1)
         for j, name in enumerate(targets):
+            predictions += [pl.DataFrame({"row": test, "fold": fold, "probe": "ridge", "target": name,
+                                          "predicted": predicted[:, j]}),
+                            pl.DataFrame({"row": test, "fold": fold, "probe": "mean", "target": name,
+                                          "predicted": np.full(len(test), Y[train, j].mean())})]
             truth = Y[test, j]
             rows += [
                 {"probe": "ridge", "fold": fold, "metric": "r2", "value": float(r2_score(truth, predicted[:, j])),
@@ -116,4 +122,7 @@ def cross_validate_ridge(X: np.ndarray, Y: np.ndarray, targets: Sequence[str], c
     if at_edge:
         log.warning("the chosen ridge penalty sits at the edge of the grid (%g .. %g) for targets %s in some "
                     "folds; widen the alphas", min(alphas), max(alphas), sorted(at_edge))
-    return pl.DataFrame(rows, schema=REGRESSION_COLUMNS)
+    predictions = pl.concat(predictions).sort("probe", "target", "row")
+    scores = with_intervals(pl.DataFrame(rows, schema=REGRESSION_COLUMNS), predictions,
+                            lambda group: Y[group["row"], targets.index(group["target"])], seed, ("probe", "target"))
+    return CrossValidation(scores, predictions)

@@ -13,13 +13,13 @@ from .aggregate import SCORED, majority_rate, select, summarise
 alt.data_transformers.disable_max_rows()
 
 
+CI_BAND = "band: 95% bootstrap CI of the pooled held-out score"
 METRIC_TITLES = {"accuracy": "probe accuracy (CV mean)", "r2": "R\u00b2 (CV mean)"}
 
 
 def _scores(metrics: pl.DataFrame, probe: str = "logreg", metric: str = "accuracy") -> pl.DataFrame:
-    """One probe's metric, with low/high = mean -+ 1 std over folds (0 where there is one fold)."""
-    return select(metrics, probe, metric).with_columns(low=pl.col("mean") - pl.col("std").fill_null(0),
-                                                       high=pl.col("mean") + pl.col("std").fill_null(0))
+    """One probe's metric, with low/high = the 95% bootstrap CI of its pooled held-out score."""
+    return select(metrics, probe, metric).with_columns(low=pl.col("ci_low"), high=pl.col("ci_high"))
 
 
 def _of(metrics: pl.DataFrame, model: str, dataset: str) -> pl.DataFrame:
@@ -27,13 +27,14 @@ def _of(metrics: pl.DataFrame, model: str, dataset: str) -> pl.DataFrame:
 
 
 def _band_and_line(base: alt.Chart, metric: str, domain: list | None = None) -> alt.LayerChart:
-    """A +-1 std band and a CV-mean line by layer over `base` (which sets data and colour)."""
+    """A CI band (low, high) and a CV-mean line by layer over `base` (which sets data and colour)."""
     base = base.encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"))
     band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
     line = base.mark_line(point=True).encode(
         y=alt.Y("mean:Q", title=METRIC_TITLES[metric], scale=alt.Scale(domain=domain) if domain else alt.Undefined),
         tooltip=["layer", "position", "target", alt.Tooltip("mean:Q", format=".3f"),
-                 alt.Tooltip("std:Q", format=".3f")])
+                 alt.Tooltip("std:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
+                 alt.Tooltip("ci_high:Q", format=".3f")])
     return band + line
 
 
@@ -65,13 +66,15 @@ def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
 
 
 def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
-    """Held-out accuracy by layer, one line per position, band = +-1 std over folds."""
+    """Held-out accuracy by layer (mean over folds), one line per position, band = the 95% bootstrap
+    CI of the pooled held-out accuracy."""
     data = _scores(_of(metrics, model, dataset))
     positions = sorted(data["position"].unique().to_list(), reverse=True)
     base = alt.Chart(data).encode(color=alt.Color("position:N", title="position", sort=positions))
     rules = _baseline_rules(_baselines(_of(metrics, model, dataset)))
     return (_band_and_line(base, "accuracy", [0, 1]) + rules).properties(
-        title={"text": f"{model} on {dataset}", "subtitle": note}, width=520, height=300)
+        title={"text": f"{model} on {dataset}",
+               "subtitle": [s for s in (f"line: mean over folds; {CI_BAND}", note) if s]}, width=520, height=300)
 
 
 def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.Chart:
@@ -88,7 +91,8 @@ def r2_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, 
     return alt.layer(_band_and_line(alt.Chart(), "r2"), floor, data=data).properties(
         width=260, height=170).facet(facet=alt.Facet("target:N", title=None), columns=min(n_targets, 4)).properties(
         title={"text": f"{model} on {dataset}: R\u00b2 by layer at position {position}",
-               "subtitle": [s for s in ("dashed: floor (mean predictor, R\u00b2 = 0)", note) if s]})
+               "subtitle": [s for s in (f"line: mean over folds; {CI_BAND}; dashed: floor (mean predictor, "
+                                        "R\u00b2 = 0)", note) if s]})
 
 
 def target_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str) -> alt.Chart:

@@ -4,6 +4,7 @@ rule fit_probe:
         table=prepared_table,
     output:
         scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.parquet",
+        predictions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.predictions.parquet",
     params:
         cv_folds=config["probe"]["cv_folds"],
         C=config["probe"]["C"],
@@ -30,6 +31,7 @@ rule fit_ridge:
         table=prepared_table,
     output:
         scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.ridge.parquet",
+        predictions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.ridge.predictions.parquet",
     params:
         cv_folds=config["probe"]["cv_folds"],
         seed=config["seed"],
