@@ -174,3 +174,10 @@ def test_held_out_predictions_and_intervals():
         np.testing.assert_allclose(rows["predicted"].to_numpy(), Y[train, 1].mean(), rtol=1e-12)
     alpha_rows = result.scores.filter(pl.col("metric") == "alpha")
     assert alpha_rows["ci_low"].null_count() == alpha_rows.height  # no interval for the chosen penalty
+
+
+def test_a_single_penalty_is_used_as_given():
+    """RidgeCV writes into a one-penalty `alphas` (a TypeError on a tuple): the search takes an array."""
+    X, Y = _synthetic(n=200)
+    scores = cross_validate_ridge(X, Y[:, :1], ["linear"], cv_folds=3, alphas=(10.0,)).scores
+    assert _mean(scores, "ridge", "alpha", "linear") == 10.0

@@ -30,23 +30,29 @@ REGRESSION_COLUMNS = PROBE_COLUMNS | {"target": pl.String}
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))  # 0.01 ... 1e6, half decades
 
 
+def ridge_by_groups(X, Y: np.ndarray, groups: np.ndarray, alphas: Sequence[float]) -> tuple[Ridge, np.ndarray]:
+    """Ridge fitted on all rows of X (dense or sparse), with one penalty per target chosen by
+    RidgeCV's leave-one-out CV over one row per group (a text's first row, the mean of its
+    targets): copies would otherwise stand in for their held-out twin.
+
+    Returns the fit and the chosen grid penalties [T]. The fit on all n rows uses them scaled by
+    n / (number of groups), the same penalty per row (RidgeCV's own fit when no group repeats).
+    """
+    _, first, inverse, counts = np.unique(groups, return_index=True, return_inverse=True, return_counts=True)
+    Y_group = np.zeros((len(first), Y.shape[1]))
+    np.add.at(Y_group, inverse, Y)
+    # An array, not a tuple: RidgeCV writes into a one-penalty `alphas` (a TypeError on a tuple).
+    search = RidgeCV(alphas=np.array(alphas, dtype=float), alpha_per_target=True)
+    search.fit(X[first], Y_group / counts[:, None])
+    chosen = np.broadcast_to(search.alpha_, (Y.shape[1],)).astype(float)
+    return Ridge(alpha=chosen * X.shape[0] / len(first)).fit(X, Y), chosen
+
+
 def fit_ridge_probe(X: np.ndarray, Y: np.ndarray, groups: np.ndarray,
                     alphas: Sequence[float] = DEFAULT_ALPHAS) -> tuple[Pipeline, np.ndarray]:
-    """StandardScaler + Ridge fitted on all rows, with one penalty per target chosen by RidgeCV's
-    leave-one-out CV over one row per group (a text's first row, the mean of its targets).
-
-    Returns the pipeline and the chosen grid penalties [T]. The fit on all n rows uses them
-    scaled by n / (number of texts), the same penalty per row (equal to RidgeCV's own fit when
-    no text repeats).
-    """
+    """StandardScaler + ridge_by_groups; returns the pipeline and the chosen grid penalties [T]."""
     scaler = StandardScaler().fit(X)
-    Z = scaler.transform(X)
-    _, first, inverse, counts = np.unique(groups, return_index=True, return_inverse=True, return_counts=True)
-    Y_text = np.zeros((len(first), Y.shape[1]))
-    np.add.at(Y_text, inverse, Y)
-    search = RidgeCV(alphas=tuple(alphas), alpha_per_target=True).fit(Z[first], Y_text / counts[:, None])
-    chosen = np.broadcast_to(search.alpha_, (Y.shape[1],)).astype(float)
-    ridge = Ridge(alpha=chosen * len(X) / len(first)).fit(Z, Y)
+    ridge, chosen = ridge_by_groups(scaler.transform(X), Y, groups, alphas)
     return Pipeline([("standardise", scaler), ("ridge", ridge)]), chosen
 
 
