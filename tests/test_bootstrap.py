@@ -234,12 +234,16 @@ def test_paired_interval_of_independent_equally_good_predictors_mostly_includes_
     assert includes / 100 >= 0.88
 
 
-def test_same_seed_same_interval_other_seed_another():
+def _labels_and_values(classification_metric: str, regression_metric: str, seed: int) -> list[tuple]:
+    """(truth, prediction, metric) for a classification and a regression metric."""
     y, pred = _labelled()
-    rng = np.random.default_rng(10)
+    rng = np.random.default_rng(seed)
     target = rng.normal(size=80)
-    estimate = target + rng.normal(size=80)
-    for truth, predicted, metric in ((y, pred, "macro_f1"), (target, estimate, "r2")):
+    return [(y, pred, classification_metric), (target, target + rng.normal(size=80), regression_metric)]
+
+
+def test_same_seed_same_interval_other_seed_another():
+    for truth, predicted, metric in _labels_and_values("macro_f1", "r2", 10):
         first = bootstrap_ci(truth, predicted, metric, n_resamples=200, seed=11)
         assert bootstrap_ci(truth, predicted, metric, n_resamples=200, seed=11) == first
         assert bootstrap_ci(truth, predicted, metric, n_resamples=200, seed=12) != first
@@ -248,11 +252,7 @@ def test_same_seed_same_interval_other_seed_another():
 
 
 def test_a_higher_level_gives_a_wider_interval():
-    y, pred = _labelled()
-    rng = np.random.default_rng(13)
-    target = rng.normal(size=80)
-    estimate = target + rng.normal(size=80)
-    for truth, predicted, metric in ((y, pred, "balanced_accuracy"), (target, estimate, "pearson_r")):
+    for truth, predicted, metric in _labels_and_values("balanced_accuracy", "pearson_r", 13):
         intervals = [bootstrap_ci(truth, predicted, metric, seed=1, level=level) for level in (0.5, 0.8, 0.95, 0.99)]
         for (_, low, high), (_, wider_low, wider_high) in zip(intervals, intervals[1:]):
             assert wider_low < low < high < wider_high

@@ -202,7 +202,7 @@ def fit_ridge(smk) -> None:
     targets = target_columns(table)
     if not targets:
         raise EmoprobeError(f"{smk.input.table} has no regression target columns; rerun prepare_dataset.")
-    values = table.select(targets).to_numpy()
+    values, texts = table.select(targets).to_numpy(), table["text"].to_numpy()
     folds = _job_folds(table, p.official_split, p.cv_folds, p.seed)
 
     def summarise(scores):
@@ -211,8 +211,8 @@ def fit_ridge(smk) -> None:
         return "R2 " + ", ".join(f"{target} {value:.3f}" for target, value in r2.iter_rows())
 
     _fit_each_position(smk, activations, metadata, None,
-                       lambda X: cross_validate_ridge(X, values, targets, seed=p.seed, groups=table["text"].to_numpy(),
-                                                      folds=folds), summarise)
+                       lambda X: cross_validate_ridge(X, values, targets, seed=p.seed, groups=texts, folds=folds),
+                       summarise)
 
 
 def aggregate_metrics(smk) -> None:

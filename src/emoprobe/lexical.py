@@ -39,7 +39,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import polars as pl
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -47,8 +46,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from threadpoolctl import threadpool_limits
 
 from .errors import DataError
-from .folds import PROBE_COLUMNS, Folds
-from .probes import _scores
+from .folds import Folds
 from .regression import ridge_by_groups
 
 log = logging.getLogger(__name__)
@@ -131,14 +129,6 @@ def lexical_classification(texts: Sequence[str], y: np.ndarray, folds: Folds, C:
         log.warning("lexical baseline: %d of %d folds stopped at max_iter=%d before converging; raise max_iter "
                     "or lower C", unconverged, len(folds), max_iter)
     return predicted, proba_of_true
-
-
-def lexical_scores(y: np.ndarray, predicted: np.ndarray, folds: Folds, probe: str = "lexical") -> pl.DataFrame:
-    """Per-fold accuracy, balanced accuracy and macro F1 of out-of-fold predictions (PROBE_COLUMNS)."""
-    y, predicted = np.asarray(y), np.asarray(predicted)
-    return pl.DataFrame([{"probe": probe, "fold": fold, "metric": metric, "value": float(value)}
-                         for fold, (_, test) in enumerate(folds)
-                         for metric, value in _scores(y[test], predicted[test]).items()], schema=PROBE_COLUMNS)
 
 
 def fit_lexical_ridge(texts: Sequence[str], Y: np.ndarray, groups: np.ndarray,

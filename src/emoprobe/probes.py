@@ -37,6 +37,13 @@ def check_probe_inputs(X: np.ndarray, y: np.ndarray) -> None:
         raise DataError(f"only one label ({labels.tolist()}) present; a probe needs at least two classes.")
 
 
+def fold_scores(y: np.ndarray, predicted: np.ndarray, folds: Folds, probe: str) -> pl.DataFrame:
+    """Per-fold accuracy, balanced accuracy and macro-F1 of out-of-fold predictions (PROBE_COLUMNS)."""
+    return pl.DataFrame([{"probe": probe, "fold": fold, "metric": metric, "value": float(value)}
+                         for fold, (_, test) in enumerate(folds)
+                         for metric, value in _scores(y[test], predicted[test]).items()], schema=PROBE_COLUMNS)
+
+
 def _scores(y_true, y_pred) -> dict[str, float]:
     return {"accuracy": accuracy_score(y_true, y_pred),
             "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
@@ -106,17 +113,15 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
     prior = np.full_like(proba, np.nan)  # the majority baseline: the training rows' label shares
     for train, test in folds:
         prior[test] = (y[train][:, None] == classes).mean(0)
-    rows, predictions = [], []
+    scores, predictions = [], []
     for name, probabilities in (("logreg", proba), ("majority", prior)):
         predicted = _most_probable(classes, probabilities)
         p_true = probabilities[np.arange(len(y)), np.searchsorted(classes, y)]
-        for fold, (_, test) in enumerate(folds):
-            rows += [{"probe": name, "fold": fold, "metric": metric, "value": float(value)}
-                     for metric, value in _scores(y[test], predicted[test]).items()]
-            predictions.append(pl.DataFrame({"row": test, "fold": fold, "probe": name, "predicted": predicted[test],
-                                             "p_true": p_true[test]}))
+        scores.append(fold_scores(y, predicted, folds, name))
+        predictions += [pl.DataFrame({"row": test, "fold": fold, "probe": name, "predicted": predicted[test],
+                                      "p_true": p_true[test]}) for fold, (_, test) in enumerate(folds)]
     predictions = pl.concat(predictions).sort("probe", "row")
-    scores = with_intervals(pl.DataFrame(rows, schema=PROBE_COLUMNS), predictions, lambda group: y[group["row"]], seed)
+    scores = with_intervals(pl.concat(scores), predictions, lambda group: y[group["row"]], seed)
     return CrossValidation(scores, predictions)
 
 
