@@ -56,7 +56,8 @@ def planned(done, config) -> dict[str, int]:
     return job_counts(dry.stdout + dry.stderr)
 
 
-TAIL = {"aggregate_metrics": 1, "build_report": 1, "all": 1}
+TABLES = {"aggregate_metrics": 1, "build_report": 1, "all": 1}
+TAIL = {"compare_with_lexical": 1, **TABLES}  # after refitted probes: their comparison with the lexical baseline
 
 
 def test_nothing_changed_nothing_runs(done):
@@ -65,7 +66,8 @@ def test_nothing_changed_nothing_runs(done):
 
 def test_adding_a_dataset(done):
     config = changed(done["config"], "datasets.slice2", {"type": "crowd_envent", "max_per_class": 30})
-    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 3, **TAIL}
+    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 3,
+                                     "lexical_baseline": 1, **TAIL}
 
 
 def test_adding_a_layer_extracts_and_probes_only_that_layer(done):
@@ -101,7 +103,7 @@ def test_removing_a_position_only_rebuilds_the_table(done, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     both = read_metrics(workdir)
     assert sorted(set(both["position"])) == [-2, -1]
-    assert planned({"workdir": workdir}, done["config"]) == TAIL
+    assert planned({"workdir": workdir}, done["config"]) == TABLES
     result = run_snakemake(workdir, done["config"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_metrics(workdir).equals(both.filter(pl.col("position") == -1))
@@ -118,8 +120,7 @@ def test_added_layer_then_full_run_reuses_every_part(done, tmp_path):
     parts = sorted(path.name for path in (workdir / "results/activations/tiny/crowd_envent").iterdir())
     assert parts == ["layers_0to2.positions_-1", "layers_3.positions_-1"]
     assert planned({"workdir": workdir}, config) == {}
-    assert planned({"workdir": workdir}, changed(config, "layers", [1, 3])) == {"aggregate_metrics": 1,
-                                                                            "build_report": 1, "all": 1}
+    assert planned({"workdir": workdir}, changed(config, "layers", [1, 3])) == TAIL  # no probe refitted
     metrics = read_metrics(workdir)
     assert sorted(set(metrics["layer"])) == [0, 1, 2, 3]
     assert metrics.filter(pl.col("layer") < 3).equals(read_metrics(done["workdir"]))
@@ -132,7 +133,8 @@ def test_probe_setting_reruns_probes_not_extraction(done):
 
 def test_template_reruns_preparation_and_extraction(done):
     config = changed(done["config"], "prompt", {"template": "two_shot"})
-    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 3, **TAIL}
+    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 3,
+                                     "lexical_baseline": 1, **TAIL}
 
 
 def test_model_entry_reruns_that_extraction(done):

@@ -46,8 +46,8 @@ def finished_run(tmp_path_factory):
 def test_dag_has_one_probe_job_per_model_dataset_layer(finished_run):
     """A probe job fits every position of its layer: one Python start per layer."""
     counts = job_counts(finished_run["dry"].stdout + finished_run["dry"].stderr)
-    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 4,
-                      "aggregate_metrics": 1, "build_report": 1, "all": 1}
+    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 4, "lexical_baseline": 1,
+                      "compare_with_lexical": 1, "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 
 def test_shards_have_contract_shape_and_metadata(finished_run):
@@ -70,8 +70,14 @@ def test_metrics_table_is_tidy(finished_run):
     metrics = read_metrics(finished_run["workdir"])
     assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
                                "pooled", "ci_low", "ci_high", "n_folds", "n_layers", "n_classes", "dtype"]
-    assert set(metrics["dtype"]) == {"float32"}  # CPU extraction
-    assert metrics.height == 4 * len(POSITIONS) * 2 * 3  # layers x positions x probes x metrics
+    probed = metrics.filter(pl.col("model").is_not_null())
+    assert set(probed["dtype"]) == {"float32"}  # CPU extraction
+    assert probed.height == 4 * len(POSITIONS) * 3 * 3  # layers x positions x probes x metrics
+    assert set(probed["probe"]) == {"logreg", "majority", "shuffled"}
+    # The lexical baseline reads no model: one row per metric, model, layer, position and dtype null.
+    lexical = metrics.filter(pl.col("model").is_null())
+    assert lexical.height == 3 and set(lexical["probe"]) == {"lexical"} and set(lexical["dataset"]) == {"crowd_envent"}
+    assert lexical.select("layer", "position", "n_layers", "dtype").null_count().row(0) == (3, 3, 3, 3)
     assert set(metrics["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1"}
     assert set(metrics["target"]) == {"label"}  # no regression targets configured
     assert set(metrics["n_folds"]) == {3} and set(metrics["n_classes"]) == {13}
@@ -115,8 +121,9 @@ def test_report_files(finished_run):
     summary = pl.read_csv(report / "summary.csv")
     assert summary.columns == ["model", "dataset", "target", "probe", "score_metric", "best_layer", "best_position",
                                "n_layers", "score", "score_std", "score_ci_low", "score_ci_high", "candidates",
-                               "first_layer_within_tolerance",
-                               "floor", "chance"]
+                               "first_layer_within_tolerance", "floor", "chance", "shuffled", "lexical",
+                               "lexical_ci_low", "lexical_ci_high", "best_minus_lexical", "best_minus_lexical_ci_low",
+                               "best_minus_lexical_ci_high", "layers_beating_lexical"]
     assert summary.select("target", "probe", "score_metric").rows() == [("label", "logreg", "accuracy")]
     # The best cell, recomputed from the metrics table by brute force (ties: earlier layer, then position -1).
     accuracy = read_metrics(finished_run["workdir"]).filter((pl.col("probe") == "logreg")
@@ -131,6 +138,41 @@ def test_report_files(finished_run):
     majority = read_metrics(finished_run["workdir"]).filter((pl.col("probe") == "majority")
                                                             & (pl.col("metric") == "accuracy"))
     assert row["floor"] == pytest.approx(majority["mean"].max()) and row["floor"] < 0.12  # 13 balanced classes
+    # The paired comparison at the best cell, and the layers beating the words there, from vs_lexical.
+    vs = pl.read_parquet(finished_run["workdir"] / "results" / "metrics" / "vs_lexical.parquet")
+    at_best = vs.filter(layer=row["best_layer"], position=row["best_position"], probe="logreg").row(0, named=True)
+    assert row["best_minus_lexical"] == pytest.approx(at_best["difference"])
+    assert (row["best_minus_lexical_ci_low"], row["best_minus_lexical_ci_high"]) == (at_best["ci_low"], at_best["ci_high"])
+    beating = vs.filter(position=row["best_position"], probe="logreg").filter(pl.col("ci_low") > 0)["layer"]
+    assert row["layers_beating_lexical"] == (", ".join(map(str, sorted(beating))) or "none")
+    assert "Beats the words?" in index
+    for chart in ("accuracy_by_layer",):
+        spec = (report / "tiny-llama" / "crowd_envent" / f"{chart}.html").read_text()
+        assert "lexical baseline" in spec and "shuffled-label control" in spec
+
+
+def test_lexical_baseline_sees_the_probes_test_rows(finished_run):
+    """The lexical baseline and every probe job hold out the same rows in the same folds, so the
+    comparison table's differences are paired row for row; recomputed here by hand."""
+    results = finished_run["workdir"] / "results"
+    labels = pl.read_parquet(results / "data" / "crowd_envent.parquet")["label_id"].to_numpy()
+    lexical = pl.read_parquet(results / "baselines" / "crowd_envent" / "lexical.predictions.parquet")
+    assert lexical.columns == ["row", "fold", "probe", "predicted", "p_true"]
+    folds_of = lexical.select("row", "fold").sort("row")
+    vs = pl.read_parquet(results / "metrics" / "vs_lexical.parquet")
+    assert vs.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "score", "lexical",
+                          "difference", "ci_low", "ci_high", "n_rows", "beats_lexical"]
+    assert vs.height == 4 * len(POSITIONS) and set(vs["probe"]) == {"logreg"} and set(vs["n_rows"]) == {78}
+    words_right = lexical.sort("row")["predicted"].to_numpy() == labels
+    for path in sorted((results / "probes" / "tiny-llama" / "crowd_envent").glob("layer_*/*.predictions.parquet")):
+        layer = int(path.parent.name.removeprefix("layer_"))
+        for (position,), group in pl.read_parquet(path).filter(probe="logreg").group_by("position"):
+            assert group.select("row", "fold").sort("row").equals(folds_of)
+            probe_right = group.sort("row")["predicted"].to_numpy() == labels
+            row = vs.filter(layer=layer, position=position).row(0, named=True)
+            assert row["difference"] == pytest.approx(probe_right.mean() - words_right.mean())
+            assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+            assert row["beats_lexical"] == (row["ci_low"] > 0)
 
 
 def test_adding_a_model_schedules_only_its_jobs(finished_run):
@@ -139,7 +181,8 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
     config["models"] = {**config["models"], "tiny-gpt2": {"source": "local", "path": str(second)}}
     dry = run_snakemake(finished_run["workdir"], config, "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 3,
+    # The lexical baseline reads no model: it is not rerun; the new model gets its own comparison.
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 3, "compare_with_lexical": 1,
                                                    "aggregate_metrics": 1, "build_report": 1, "all": 1}
     assert "tiny-llama/crowd_envent/layer" not in dry.stdout.split("rule aggregate_metrics")[0]
 
@@ -177,7 +220,7 @@ def test_damaged_part_is_found_when_the_dag_is_built(finished_run, tmp_path, dam
     rebuilt = run_snakemake(workdir, finished_run["config"], folder)
     assert rebuilt.returncode == 0 and shard.exists() and size_problem(shard) is None
     again = run_snakemake(workdir, finished_run["config"], "-n")
-    assert job_counts(again.stdout + again.stderr) == {"fit_probe": 4, "aggregate_metrics": 1, "build_report": 1,
+    assert job_counts(again.stdout + again.stderr) == {"fit_probe": 4, "compare_with_lexical": 1, "aggregate_metrics": 1, "build_report": 1,
                                                        "all": 1}
 
 

@@ -66,6 +66,7 @@ def test_classification_and_ridge_jobs_per_dataset(dataset_run):
         "prepare_dataset": 2, "extract_activations": 2,
         "fit_probe": len(LAYERS),       # appraisals only: the custom file has no label column
         "fit_ridge": 2 * len(LAYERS),   # one job per layer fits all of a dataset's positions and targets
+        "lexical_baseline": 1, "lexical_ridge": 2, "compare_with_lexical": 2,
         "aggregate_metrics": 1, "build_report": 1, "all": 1}
     probes = dataset_run["workdir"] / "results" / "probes" / "tiny"
     # scores and held-out predictions of both kinds: .parquet, .ridge.parquet, and their .predictions
@@ -94,20 +95,53 @@ def test_metrics_rows_per_target(dataset_run):
     sweep = len(LAYERS) * len(POSITIONS)
     rows = {(d, t, p, m): n for d, t, p, m, n in
             metrics.group_by("dataset", "target", "probe", "metric").len().iter_rows()}
-    classification = {("appraisals", "label", probe, metric): sweep for probe in ("logreg", "majority")
-                      for metric in ("accuracy", "balanced_accuracy", "macro_f1")}
-    regression = {(dataset, target, probe, metric): sweep
-                  for dataset, targets in (("appraisals", APPRAISALS), ("mine", ["valence"]))
-                  for target in targets
+    class_metrics = ("accuracy", "balanced_accuracy", "macro_f1")
+    classification = {("appraisals", "label", probe, metric): sweep for probe in ("logreg", "majority", "shuffled")
+                      for metric in class_metrics}
+    targets = [(dataset, target) for dataset, names in (("appraisals", APPRAISALS), ("mine", ["valence"]))
+               for target in names]
+    regression = {(dataset, target, probe, metric): sweep for dataset, target in targets
                   for probe, metric in (("ridge", "r2"), ("ridge", "pearson_r"), ("ridge", "alpha"), ("mean", "r2"))}
-    assert rows == classification | regression
+    # The lexical baseline: one row per metric (no layer or position), for the classes and each target.
+    lexical = ({("appraisals", "label", "lexical", metric): 1 for metric in class_metrics}
+               | {(dataset, target, "lexical", metric): 1 for dataset, target in targets
+                  for metric in ("r2", "pearson_r")})
+    assert rows == classification | regression | lexical
     labelled = metrics.filter(pl.col("target") == "label")
     assert set(labelled["n_classes"]) == {13} and set(labelled["n_folds"]) == {3}
     ridge = metrics.filter(pl.col("target") != "label")
     assert ridge["n_classes"].null_count() == ridge.height
     assert set(ridge.filter(pl.col("dataset") == "appraisals")["n_folds"]) == {3}
+    assert ridge.filter(pl.col("probe") == "lexical")["layer"].null_count() == 2 * 3
     assert set(ridge.filter(pl.col("dataset") == "mine")["n_folds"]) == {1}  # official split: one test fold
     assert np.isfinite(ridge.filter(pl.col("metric") == "r2")["mean"].to_numpy()).all()
+
+
+def test_lexical_ridge_is_compared_row_for_row(dataset_run):
+    """The lexical ridge holds out the ridge probes' rows (the official split's 10 test rows for
+    the custom file); the comparison table's R2 differences are recomputed with sklearn."""
+    from sklearn.metrics import r2_score
+
+    results = dataset_run["workdir"] / "results"
+    vs = pl.read_parquet(results / "metrics" / "vs_lexical.parquet")
+    assert set(vs.filter(pl.col("target") == "label")["metric"]) == {"accuracy"}
+    ridge = vs.filter(pl.col("probe") == "ridge")
+    assert set(ridge["metric"]) == {"r2"} and ridge.height == 3 * len(LAYERS) * len(POSITIONS)
+    for dataset, target in (("mine", "valence"), ("appraisals", "pleasantness")):
+        truth = pl.read_parquet(results / "data" / f"{dataset}.parquet")[target].to_numpy()
+        words = pl.read_parquet(results / "baselines" / dataset / "lexical.ridge.predictions.parquet").filter(
+            target=target).sort("row")
+        if dataset == "mine":
+            assert words.height == 10 and set(words["fold"]) == {0}
+        for layer in LAYERS:
+            probe = pl.read_parquet(next((results / "probes" / "tiny" / dataset / f"layer_{layer}").glob(
+                "*.ridge.predictions.parquet"))).filter(probe="ridge", target=target, position=-1).sort("row")
+            assert probe.select("row", "fold").equals(words.select("row", "fold"))
+            rows = probe["row"].to_numpy()
+            expected = (r2_score(truth[rows], probe["predicted"].to_numpy())
+                        - r2_score(truth[rows], words["predicted"].to_numpy()))
+            row = vs.filter(dataset=dataset, target=target, layer=layer, position=-1).row(0, named=True)
+            assert row["difference"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_ridge_floor_is_the_mean_predictor(dataset_run):
@@ -156,7 +190,7 @@ def test_regression_report(dataset_run):
 def test_a_classification_setting_reruns_no_ridge_job(dataset_run):
     config = dataset_run["config"] | {"probe": {"cv_folds": 3, "C": 0.5}}
     dry = run_snakemake(dataset_run["workdir"], config, "-n")
-    assert job_counts(dry.stdout + dry.stderr) == {"fit_probe": len(LAYERS),
+    assert job_counts(dry.stdout + dry.stderr) == {"fit_probe": len(LAYERS), "compare_with_lexical": 1,
                                                    "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
+from .compare import layer_ranges
 from .errors import EmoprobeError
 
 KEYS = ["model", "dataset", "target", "layer", "position", "probe", "metric"]
@@ -21,7 +22,10 @@ SUMMARY_SCHEMA = {
     "score_metric": pl.String, "best_layer": pl.Int64, "best_position": pl.Int64, "n_layers": pl.Int64,
     "score": pl.Float64, "score_std": pl.Float64, "score_ci_low": pl.Float64, "score_ci_high": pl.Float64,
     "candidates": pl.Int64, "first_layer_within_tolerance": pl.Int64,
-    "floor": pl.Float64, "chance": pl.Float64,
+    "floor": pl.Float64, "chance": pl.Float64, "shuffled": pl.Float64,
+    "lexical": pl.Float64, "lexical_ci_low": pl.Float64, "lexical_ci_high": pl.Float64,
+    "best_minus_lexical": pl.Float64, "best_minus_lexical_ci_low": pl.Float64,
+    "best_minus_lexical_ci_high": pl.Float64, "layers_beating_lexical": pl.String,
 }
 
 
@@ -31,12 +35,14 @@ def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None
     ci_high), n_folds.
 
     Classification rows have target "label"; ridge rows name their target and have n_classes null.
-    `positions`: keep only these (a probe file holds every position of its extraction part).
+    The lexical baseline's rows (probe "lexical") have model, layer, position, n_layers and dtype
+    null: it reads no model. `positions`: keep only these (a probe file holds every position of
+    its extraction part) and the rows of no position.
     A model x dataset whose shards were extracted in different dtypes is refused.
     """
     folds = pl.concat([pl.read_parquet(path) for path in probe_files], how="vertical")
     if positions is not None:
-        folds = folds.filter(pl.col("position").is_in(list(positions)))
+        folds = folds.filter(pl.col("position").is_in(list(positions)) | pl.col("position").is_null())
     repeated = folds.filter(folds.select(KEYS + ["fold"]).is_duplicated())
     if repeated.height:
         raise EmoprobeError(f"{repeated.height} fold scores appear in more than one probe file, e.g. "
@@ -57,7 +63,8 @@ def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None
 def check_one_dtype(folds: pl.DataFrame) -> None:
     """Every layer of a model x dataset must come from shards extracted in one dtype (parts
     extracted on different machines with `extraction.dtype: auto` can differ)."""
-    layers = folds.group_by("model", "dataset", "dtype").agg(pl.col("layer").unique().sort())
+    layers = (folds.filter(pl.col("model").is_not_null())
+              .group_by("model", "dataset", "dtype").agg(pl.col("layer").unique().sort()))
     mixed = layers.filter(pl.len().over("model", "dataset") > 1).sort("model", "dataset", "dtype")
     if mixed.height:
         model, dataset = mixed.row(0)[:2]
@@ -86,12 +93,17 @@ def majority_rate(metrics: pl.DataFrame, metric: str = "accuracy") -> pl.DataFra
     return baseline_rate(metrics, "majority", metric, "majority")
 
 
-def summarise(metrics: pl.DataFrame, tolerance: float = 0.02) -> pl.DataFrame:
+def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.DataFrame | None = None) -> pl.DataFrame:
     """Per (model, dataset, target) and fitted probe: the best (layer, position) by the probe's
     score metric (accuracy, or R2 for ridge), the score there (and the 95% bootstrap CI of its
     pooled held-out score, which does not account for the pick), the first layer within `tolerance`
-    of it at that position, the floor (majority-class accuracy, or the mean predictor's R2) and
-    chance (1 / n_classes; null for ridge).
+    of it at that position, the floor (majority-class accuracy, or the mean predictor's R2),
+    chance (1 / n_classes; null for ridge) and the shuffled-label control's score at the best
+    (layer, position) (null without it).
+
+    With the lexical baseline: its score and CI, the best score minus it with the paired 95% CI
+    (from `vs_lexical`, compare.compare_with_lexical's table), and the layers whose paired CI
+    lies above 0 at the best position ("none" if no layer there beats the words).
 
     The best score is the maximum of `candidates` CV means, picked on the same folds that score
     it: an optimistic pick, not a held-out one. Ties go to the earlier layer, then to the
@@ -101,10 +113,17 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02) -> pl.DataFrame:
         scores = select(metrics, probe, metric)
         floors = {(model, dataset, target): floor for model, dataset, target, floor
                   in baseline_rate(metrics, baseline, metric, "floor").iter_rows()}
+        lexical = {(dataset, target): row for row in
+                   select(metrics, "lexical", metric).iter_rows(named=True)
+                   for dataset, target in [(row["dataset"], row["target"])]}
         for (model, dataset, target), group in scores.group_by("model", "dataset", "target", maintain_order=True):
             best = group.sort(["mean", "layer", "position"], descending=[True, False, True]).row(0, named=True)
             at_position = group.filter(pl.col("position") == best["position"]).sort("layer")
             plateau = at_position.filter(pl.col("mean") >= best["mean"] - tolerance)["layer"].min()
+            cell = {"model": model, "dataset": dataset, "target": target, "layer": best["layer"],
+                    "position": best["position"]}
+            shuffled = select(metrics, "shuffled", metric).filter(**cell)["mean"]
+            words = lexical.get((dataset, target), {})
             rows.append({
                 "model": model, "dataset": dataset, "target": target, "probe": probe, "score_metric": metric,
                 "best_layer": best["layer"], "best_position": best["position"], "n_layers": best["n_layers"],
@@ -113,5 +132,22 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02) -> pl.DataFrame:
                 "first_layer_within_tolerance": plateau,
                 "floor": floors.get((model, dataset, target)),
                 "chance": 1.0 / best["n_classes"] if best["n_classes"] else None,
+                "shuffled": shuffled[0] if len(shuffled) else None,
+                "lexical": words.get("mean"), "lexical_ci_low": words.get("ci_low"),
+                "lexical_ci_high": words.get("ci_high"),
+                **_against_lexical(vs_lexical, cell | {"probe": probe}),
             })
     return pl.DataFrame(rows, schema=SUMMARY_SCHEMA).sort("model", "dataset", "probe", "target")
+
+
+def _against_lexical(vs_lexical: pl.DataFrame | None, cell: dict) -> dict:
+    """The summary's paired-comparison columns for the best (layer, position) of a probe."""
+    keys = ("best_minus_lexical", "best_minus_lexical_ci_low", "best_minus_lexical_ci_high", "layers_beating_lexical")
+    if vs_lexical is None or vs_lexical.is_empty():
+        return dict.fromkeys(keys)
+    at_position = vs_lexical.filter(**{k: v for k, v in cell.items() if k != "layer"})
+    best = at_position.filter(layer=cell["layer"])
+    if best.is_empty():
+        return dict.fromkeys(keys)
+    return dict(zip(keys, (best["difference"][0], best["ci_low"][0], best["ci_high"][0],
+                           layer_ranges(at_position.filter("beats_lexical")["layer"].to_list()))))

@@ -53,6 +53,15 @@ def with_intervals(scores: pl.DataFrame, predictions: pl.DataFrame, truth: Calla
                        maintain_order="left")
 
 
+def held_out(folds: Folds, probe: str, **columns) -> pl.DataFrame:
+    """Held-out prediction rows: (row, fold, probe, *columns) for each test row of every fold;
+    a column is an array by row of the prepared table, or one value for all rows."""
+    return pl.concat([pl.DataFrame({"row": test, "fold": fold, "probe": probe,
+                                    **{name: values[test] if isinstance(values, np.ndarray) else values
+                                       for name, values in columns.items()}})
+                      for fold, (_, test) in enumerate(folds)])
+
+
 def assign_folds(groups: Sequence, cv_folds: int = 5, seed: int = 0, labels: Sequence | None = None,
                  split: Sequence[str] | None = None) -> Folds:
     """(train, test) index pairs over the rows; rows with equal `groups` (the texts) share a fold.
@@ -77,6 +86,18 @@ def assign_folds(groups: Sequence, cv_folds: int = 5, seed: int = 0, labels: Seq
         splitter = StratifiedGroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
     # Text codes, not the texts: GroupKFold's np.isin takes ~1000x as long on strings.
     return list(splitter.split(np.zeros((len(groups), 1)), labels, inverse))
+
+
+def shuffled_within_training(y: Sequence, folds: Folds, seed: int = 0) -> np.ndarray:
+    """Labels [F, N] for the shuffled-label control: row f is y with fold f's training labels
+    permuted among its training rows (seeded per fold; test rows keep their labels, which the
+    control never trains on). A probe fitted on them can only score the majority-class rate or
+    less on the true test labels, unless something leaks."""
+    y = np.asarray(y)
+    shuffled = np.tile(y, (len(folds), 1))
+    for fold, (train, _) in enumerate(folds):
+        shuffled[fold, train] = np.random.default_rng([seed, fold]).permutation(y[train])
+    return shuffled
 
 
 def _check_texts_per_label(labels: np.ndarray, groups: np.ndarray, cv_folds: int) -> None:

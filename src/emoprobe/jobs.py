@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from .errors import EmoprobeError
@@ -136,17 +137,19 @@ def _job_folds(table: pl.DataFrame, official_split: bool, cv_folds: int, seed: i
                         split=table["split"].to_list() if official_split else None)
 
 
-def _keyed(smk, scores: pl.DataFrame, position: int, metadata: dict, n_classes: int | None) -> pl.DataFrame:
-    """Per-fold scores with the job's keys: model, dataset, target, layer, position, ..., n_layers, n_classes,
-    and the shard's extraction dtype."""
+def _keyed(scores: pl.DataFrame, model: str | None, dataset: str, layer: int | None, position: int | None,
+           n_layers: int | None, n_classes: int | None, dtype: str | None) -> pl.DataFrame:
+    """Per-fold scores with the metrics table's keys: model, dataset, target, layer, position, ...,
+    n_layers, n_classes and the shards' extraction dtype (all but dataset and target null for the
+    lexical baseline, which reads no model)."""
     return scores.select(
-        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
-        pl.col("target"), pl.lit(int(smk.wildcards.layer), dtype=pl.Int64).alias("layer"),
+        pl.lit(model, dtype=pl.String).alias("model"), pl.lit(dataset).alias("dataset"),
+        pl.col("target"), pl.lit(layer, dtype=pl.Int64).alias("layer"),
         pl.lit(position, dtype=pl.Int64).alias("position"),
         "probe", "fold", "metric", "value", "pooled", "ci_low", "ci_high",
-        pl.lit(int(metadata["n_layers"]), dtype=pl.Int64).alias("n_layers"),
+        pl.lit(n_layers, dtype=pl.Int64).alias("n_layers"),
         pl.lit(n_classes, dtype=pl.Int64).alias("n_classes"),
-        pl.lit(metadata["dtype"], dtype=pl.String).alias("dtype"),
+        pl.lit(dtype, dtype=pl.String).alias("dtype"),
     )
 
 
@@ -165,7 +168,8 @@ def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | 
     with threadpool_limits(max(1, smk.threads)):
         for position, X in activations.items():
             result = fit(X)
-            scores.append(_keyed(smk, result.scores, position, metadata, n_classes))
+            scores.append(_keyed(result.scores, smk.wildcards.model, smk.wildcards.dataset, int(smk.wildcards.layer),
+                                 position, int(metadata["n_layers"]), n_classes, metadata["dtype"]))
             predictions.append(result.predictions.select(pl.lit(position, dtype=pl.Int64).alias("position"), pl.all()))
             log.info("layer %s position %d: %s", smk.wildcards.layer, position, summarise(scores[-1]))
     _write(pl.concat(scores), smk.output.scores)
@@ -173,7 +177,7 @@ def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | 
 
 
 def fit_probe(smk) -> None:
-    from .probes import cross_validate_probe
+    from .probes import cross_validate_probe, leakage
 
     p = smk.params
     table, metadata, activations = _probe_inputs(smk)
@@ -181,13 +185,19 @@ def fit_probe(smk) -> None:
     folds = _job_folds(table, p.official_split, p.cv_folds, p.seed, labels=y)
 
     def fit(X):
-        result = cross_validate_probe(X, y, seed=p.seed, C=p.C, max_iter=p.max_iter, backend=p.backend, folds=folds)
+        result = cross_validate_probe(X, y, seed=p.seed, C=p.C, max_iter=p.max_iter, backend=p.backend, folds=folds,
+                                      shuffled=p.shuffled_control)
         return result._replace(scores=result.scores.with_columns(target=pl.lit("label")))
 
     def summarise(scores):
-        accuracy = scores.filter((pl.col("probe") == "logreg") & (pl.col("metric") == "accuracy"))
+        if warning := leakage(scores):
+            log.warning("%s", warning)
+        pooled = {probe: scores.filter((pl.col("probe") == probe) & (pl.col("metric") == "accuracy"))
+                  for probe in scores["probe"].unique(maintain_order=True)}
+        accuracy = pooled["logreg"]
         return (f"accuracy {accuracy['value'].mean():.3f} +- {accuracy['value'].std() or 0.0:.3f} over folds, "
-                f"pooled {accuracy['pooled'][0]:.3f} (95% CI {accuracy['ci_low'][0]:.3f}-{accuracy['ci_high'][0]:.3f})")
+                f"pooled {accuracy['pooled'][0]:.3f} (95% CI {accuracy['ci_low'][0]:.3f}-{accuracy['ci_high'][0]:.3f})"
+                + "".join(f"; {probe} {rows['pooled'][0]:.3f}" for probe, rows in pooled.items() if probe != "logreg"))
 
     _fit_each_position(smk, activations, metadata, table["label_id"].n_unique(), fit, summarise)
 
@@ -215,6 +225,62 @@ def fit_ridge(smk) -> None:
                        summarise)
 
 
+def lexical_baseline(smk) -> None:
+    """The lexical baseline of one dataset: classes (rule lexical_baseline) or all numeric
+    targets (rule lexical_ridge), on the probes' folds, in the probe files' formats."""
+    from .data.prepare import target_columns
+    from .lexical import cross_validate_lexical, cross_validate_lexical_ridge
+
+    p = smk.params
+    table = pl.read_parquet(smk.input.table)
+    texts = table["text"].to_list()
+    if smk.rule == "lexical_baseline":
+        from .probes import check_probe_inputs
+
+        y = table["label_id"].to_numpy()
+        check_probe_inputs(np.zeros((len(y), 1)), y)
+        result = cross_validate_lexical(texts, y, _job_folds(table, p.official_split, p.cv_folds, p.seed, labels=y),
+                                        p.seed)
+        result = result._replace(scores=result.scores.with_columns(target=pl.lit("label")))
+        n_classes = table["label_id"].n_unique()
+    else:
+        targets = target_columns(table)
+        result = cross_validate_lexical_ridge(texts, table.select(targets).to_numpy(), targets,
+                                              _job_folds(table, p.official_split, p.cv_folds, p.seed), p.seed)
+        n_classes = None
+    scores = _keyed(result.scores, None, smk.wildcards.dataset, None, None, None, n_classes, None)
+    log.info("lexical baseline on %d rows: %s", table.height, ", ".join(
+        f"{target} {metric} {value:.3f} [{low:.3f}, {high:.3f}]" for target, metric, value, low, high in
+        scores.group_by("target", "metric", maintain_order=True)
+        .agg(pl.col("pooled", "ci_low", "ci_high").first()).iter_rows()))
+    _write(scores, smk.output.scores)
+    _write(result.predictions, smk.output.predictions)
+
+
+def compare_with_lexical(smk) -> None:
+    """One model x dataset's probes against the dataset's lexical baseline, row for row."""
+    from .compare import compare_with_lexical as compare
+    from .data.prepare import target_columns
+
+    table = pl.read_parquet(smk.input.table)
+    truth = {"label": table["label_id"].to_numpy()} if "label_id" in table.columns else {}
+    truth |= {target: table[target].to_numpy().astype(np.float64) for target in target_columns(table)}
+    probe_predictions = [pl.read_parquet(path).with_columns(layer=pl.lit(layer, dtype=pl.Int64))
+                         for path, layer in zip(smk.input.predictions, smk.params.layers)]
+    comparisons = []
+    for kind in ("classes", "targets"):
+        files = [f for f, k in zip(probe_predictions, smk.params.kinds) if k == kind]
+        if files:
+            lexical = pl.read_parquet(getattr(smk.input, f"lexical_{kind}"))
+            comparisons.append(compare(pl.concat(files, how="diagonal"), lexical, truth, smk.params.seed))
+    result = pl.concat(comparisons, how="diagonal").select(
+        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"), pl.all())
+    beats = result.filter("beats_lexical")
+    log.info("%d of %d (layer, position, probe, target) beat the lexical baseline (paired 95%% CI above 0)",
+             beats.height, result.height)
+    _write(result.sort("target", "probe", "position", "layer"), smk.output.comparison)
+
+
 def aggregate_metrics(smk) -> None:
     from .aggregate import aggregate
 
@@ -222,11 +288,22 @@ def aggregate_metrics(smk) -> None:
     metrics.write_parquet(smk.output.parquet)
     metrics.write_csv(smk.output.csv)
     log.info("%d metric rows from %d probe files", metrics.height, len(smk.input.scores))
+    if smk.input.comparisons:
+        comparisons = pl.concat([pl.read_parquet(path) for path in smk.input.comparisons]).filter(
+            pl.col("position").is_in(list(smk.params.positions)))
+    else:
+        from .compare import COMPARISON_SCHEMA
+
+        comparisons = pl.DataFrame(schema=COMPARISON_SCHEMA)
+    comparisons.write_parquet(smk.output.vs_lexical)
+    comparisons.write_csv(smk.output.vs_lexical_csv)
+    log.info("%d paired comparisons with the lexical baseline", comparisons.height)
 
 
 def build_report(smk) -> None:
     from .report import build_report as build
 
     metrics = pl.read_parquet(smk.input.metrics)
-    index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance)
+    index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance,
+                  pl.read_parquet(smk.input.vs_lexical))
     log.info("report written to %s", index)

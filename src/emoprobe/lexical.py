@@ -28,8 +28,8 @@ Not regression.fit_ridge_probe: its StandardScaler centres, which a sparse matri
 standardising TF-IDF columns would blow rare n-grams up to the weight of common ones. RidgeCV's
 LOO accepts sparse X (its 'auto'/'eigen' mode handles the intercept implicitly).
 
-Not wired into the workflow yet (issue 13: a per-dataset rule, its rows in the metrics table,
-the paired comparison with every probe).
+cross_validate_lexical and cross_validate_lexical_ridge give the probes' CrossValidation
+(scores with bootstrap CIs, held-out predictions) for probe "lexical".
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import polars as pl
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -46,8 +47,8 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from threadpoolctl import threadpool_limits
 
 from .errors import DataError
-from .folds import Folds
-from .regression import ridge_by_groups
+from .folds import CrossValidation, Folds, held_out, with_intervals
+from .regression import REGRESSION_COLUMNS, fold_scores, ridge_by_groups
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +162,33 @@ def lexical_regression(texts: Sequence[str], Y: np.ndarray, folds: Folds, groups
         log.warning("lexical ridge: the chosen penalty sits at the edge of the grid (%g .. %g) in %d of %d folds; "
                     "widen the alphas", min(alphas), max(alphas), at_edge, len(folds))
     return predicted
+
+
+def cross_validate_lexical(texts: Sequence[str], y: np.ndarray, folds: Folds, seed: int = 0) -> CrossValidation:
+    """lexical_classification as probe "lexical": per-fold scores with bootstrap CIs and held-out
+    predictions (row, fold, probe, predicted, p_true), as probes.cross_validate_probe gives them."""
+    from .probes import fold_scores as class_fold_scores
+
+    y = np.asarray(y)
+    predicted, p_true = lexical_classification(texts, y, folds, seed=seed)
+    predictions = held_out(folds, "lexical", predicted=predicted, p_true=p_true).sort("row")
+    scores = with_intervals(class_fold_scores(y, predicted, folds, "lexical"), predictions,
+                            lambda group: y[group["row"]], seed)
+    return CrossValidation(scores, predictions)
+
+
+def cross_validate_lexical_ridge(texts: Sequence[str], Y: np.ndarray, targets: Sequence[str], folds: Folds,
+                                 seed: int = 0) -> CrossValidation:
+    """lexical_regression as probe "lexical", as regression.cross_validate_ridge gives its scores
+    (r2, pearson_r per fold and target, bootstrap CIs) and predictions (row, fold, probe, target,
+    predicted)."""
+    targets = list(targets)
+    Y = np.asarray(Y, dtype=np.float64)
+    predicted = lexical_regression(texts, Y, folds)
+    predictions = pl.concat([held_out(folds, "lexical", target=name, predicted=predicted[:, j])
+                             for j, name in enumerate(targets)]).sort("target", "row")
+    rows = [score for j, name in enumerate(targets) for fold, (_, test) in enumerate(folds)
+            for score in fold_scores(Y[test, j], predicted[test, j], "lexical", fold, name)]
+    scores = with_intervals(pl.DataFrame(rows, schema=REGRESSION_COLUMNS), predictions,
+                            lambda group: Y[group["row"], targets.index(group["target"])], seed, ("probe", "target"))
+    return CrossValidation(scores, predictions)

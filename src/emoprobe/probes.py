@@ -15,7 +15,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .errors import DataError
-from .folds import PROBE_COLUMNS, CrossValidation, Folds, assign_folds, with_intervals
+from .folds import (PROBE_COLUMNS, CrossValidation, Folds, assign_folds, held_out, shuffled_within_training,
+                    with_intervals)
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,18 @@ def _scores(y_true, y_pred) -> dict[str, float]:
 
 
 def proba_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
-                  seed: int = 0) -> np.ndarray:
+                  seed: int = 0, fold_labels: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold class probabilities [N, K] of the sklearn Pipeline, one fit per fold; columns
-    follow np.unique(y), rows in no test fold are NaN."""
+    follow np.unique(y), rows in no test fold are NaN. fold_labels [F, N]: the labels fold f
+    trains on (default y for every fold)."""
     classes = np.unique(y)
     proba = np.full((len(y), len(classes)), np.nan)
     unconverged = 0
-    for train, test in folds:
+    for fold, (train, test) in enumerate(folds):
         probe = make_logistic_probe(C, max_iter, seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            probe.fit(X[train], y[train])
+            probe.fit(X[train], (y if fold_labels is None else fold_labels[fold])[train])
         unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
         proba[test] = 0.0  # a class absent from the training rows gets probability 0
         proba[np.ix_(test, np.searchsorted(classes, probe.classes_))] = probe.predict_proba(X[test])
@@ -87,8 +89,11 @@ BACKENDS = ("sklearn", "torch")
 
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: int = 0,
                          C: float = 1.0, max_iter: int = 1000, backend: str = "sklearn",
-                         groups: np.ndarray | None = None, folds: Folds | None = None) -> CrossValidation:
-    """Held-out scores and predictions of the logistic probe and of the train-fold majority class.
+                         groups: np.ndarray | None = None, folds: Folds | None = None,
+                         shuffled: bool = False) -> CrossValidation:
+    """Held-out scores and predictions of the logistic probe and of the train-fold majority class,
+    and with `shuffled` of the shuffled-label control ("shuffled": the same probe fitted on
+    folds.shuffled_within_training's labels, scored on the true test labels).
 
     Scores: per fold (probe, fold, metric, value), each row with the metric on the pooled
     out-of-fold predictions and its seeded bootstrap CI (pooled, ci_low, ci_high; see
@@ -103,26 +108,46 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
     check_probe_inputs(X, y)
     if folds is None:
         folds = assign_folds(np.arange(len(y)) if groups is None else groups, cv_folds, seed, labels=y)
-    if backend == "sklearn":
-        proba = proba_sklearn(X, y, folds, C, max_iter, seed)
-    elif backend == "torch":
-        proba = proba_torch(X, y, folds, C, max_iter)[0]
-    else:
+    if backend not in BACKENDS:
         raise ValueError(f"probe backend {backend!r} is not one of {BACKENDS}")
+
+    def fitted(fold_labels=None):
+        if backend == "sklearn":
+            return proba_sklearn(X, y, folds, C, max_iter, seed, fold_labels)
+        return proba_torch(X, y, folds, C, max_iter, fold_labels=fold_labels)[0]
+
     classes = np.unique(y)
-    prior = np.full_like(proba, np.nan)  # the majority baseline: the training rows' label shares
+    prior = np.full((len(y), len(classes)), np.nan)  # the majority baseline: the training rows' label shares
     for train, test in folds:
         prior[test] = (y[train][:, None] == classes).mean(0)
+    probabilities = {"logreg": fitted(), "majority": prior}
+    if shuffled:
+        probabilities["shuffled"] = fitted(shuffled_within_training(y, folds, seed))
     scores, predictions = [], []
-    for name, probabilities in (("logreg", proba), ("majority", prior)):
-        predicted = _most_probable(classes, probabilities)
-        p_true = probabilities[np.arange(len(y)), np.searchsorted(classes, y)]
+    for name, proba in probabilities.items():
+        predicted = _most_probable(classes, proba)
+        p_true = proba[np.arange(len(y)), np.searchsorted(classes, y)]
         scores.append(fold_scores(y, predicted, folds, name))
-        predictions += [pl.DataFrame({"row": test, "fold": fold, "probe": name, "predicted": predicted[test],
-                                      "p_true": p_true[test]}) for fold, (_, test) in enumerate(folds)]
+        predictions.append(held_out(folds, name, predicted=predicted, p_true=p_true))
     predictions = pl.concat(predictions).sort("probe", "row")
     scores = with_intervals(pl.concat(scores), predictions, lambda group: y[group["row"]], seed)
     return CrossValidation(scores, predictions)
+
+
+def leakage(scores: pl.DataFrame) -> str | None:
+    """A warning when the shuffled-label control's pooled accuracy has a 95% CI entirely above
+    the majority-class accuracy: no predictor independent of the labels can beat that rate in
+    expectation, so the fitted probe sees the test labels some other way. None otherwise (and
+    without a "shuffled" probe)."""
+    accuracy = {probe: rows.row(0, named=True) for (probe,), rows in
+                scores.filter(pl.col("metric") == "accuracy").group_by("probe")}
+    if "shuffled" not in accuracy or accuracy["shuffled"]["ci_low"] <= accuracy["majority"]["pooled"]:
+        return None
+    shuffled = accuracy["shuffled"]
+    return (f"LEAKAGE? the shuffled-label control scores {shuffled['pooled']:.3f} (95% CI {shuffled['ci_low']:.3f}-"
+            f"{shuffled['ci_high']:.3f}), above the majority-class accuracy {accuracy['majority']['pooled']:.3f}: "
+            "something other than the activations carries the test labels (shared rows across folds, a scaler "
+            "fitted on all rows); check the folds and the prepared table before trusting this layer's scores.")
 
 
 def batched_lbfgs(value_and_grad, theta: "torch.Tensor", max_iter: int, tolerance: float,
@@ -220,8 +245,11 @@ class TorchProbes:
 
 
 def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
-              device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> TorchProbes:
+              device: str | None = None, tolerance: float = 1e-4, precondition: bool = True,
+              fold_labels: np.ndarray | None = None) -> TorchProbes:
     """Fit every (position, fold) problem at once in torch; X is [P, N, H] (or [N, H]).
+    fold_labels [F, N]: the labels fold f trains on (default y for every fold; the classes are
+    np.unique(y) either way).
 
     Each problem minimises sklearn's LogisticRegression(C) objective on inputs standardised
     with its training rows: mean cross-entropy + ||W||^2 / (2 C n_train), intercept
@@ -260,7 +288,8 @@ def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_it
     mean = mean.float()
     weight = (train / n_train[:, None]).float()                                       # [F, N]
     penalty = (1.0 / (2 * C * n_train)).float()                                       # [F]
-    onehot = torch.nn.functional.one_hot(torch.as_tensor(y_index, device=device), len(classes)).float()  # [N, K]
+    fold_index = np.broadcast_to(y_index, (n_folds, n)) if fold_labels is None else np.searchsorted(classes, fold_labels)
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(np.ascontiguousarray(fold_index.T), device=device), len(classes)).float()  # [N, F, K]
     M, M_inv = (_preconditioner(centred, centre, len(classes), 2 * float(penalty.mean())) if precondition
                 else (None, None))                                                    # [P, H, H]
     del centred
@@ -275,7 +304,7 @@ def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_it
         theta = theta.detach().requires_grad_(True)
         W, b = split(theta)
         logits = _logits(X_t, W, b, mean, inv_scale)
-        nll = torch.logsumexp(logits, -1) - (logits * onehot[None, :, None]).sum(-1)   # [P, N, F]
+        nll = torch.logsumexp(logits, -1) - (logits * onehot[None]).sum(-1)   # [P, N, F]
         loss = torch.einsum("pnf,fn->pf", nll, weight) + penalty * (W * W).sum((2, 3))
         (grad,) = torch.autograd.grad(loss.sum(), theta)
         return loss.detach().reshape(-1), grad
@@ -301,13 +330,14 @@ def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_it
 
 
 def proba_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
-                device: str | None = None, tolerance: float = 1e-4, precondition: bool = True) -> np.ndarray:
+                device: str | None = None, tolerance: float = 1e-4, precondition: bool = True,
+                fold_labels: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold class probabilities [P, N, K] of fit_torch's probes for X [P, N, H] (or
     [N, H]); columns follow np.unique(y), rows in no test fold are NaN."""
     import torch
 
     device = _device(device)
-    probes = fit_torch(X, y, folds, C, max_iter, device, tolerance, precondition)
+    probes = fit_torch(X, y, folds, C, max_iter, device, tolerance, precondition, fold_labels)
     X = _by_position(X)
     with torch.no_grad():
         W, b, mean, inv_scale = (torch.as_tensor(a, device=device) for a in

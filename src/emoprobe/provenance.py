@@ -24,6 +24,8 @@ STAGES = {
     "extract": "extract_activations",
     "probe": "fit_probe",
     "ridge": "fit_ridge",
+    "lexical": "lexical_baseline",
+    "compare": "compare_with_lexical",
     "aggregate": "aggregate_metrics",
     "report": "build_report",
 }

@@ -84,6 +84,13 @@ def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.corrcoef(y_true, y_pred)[0, 1])
 
 
+def fold_scores(truth: np.ndarray, predicted: np.ndarray, probe: str, fold: int, target: str) -> list[dict]:
+    """R-squared and Pearson r of one fold's held-out predictions of one target (REGRESSION_COLUMNS rows)."""
+    return [{"probe": probe, "fold": fold, "metric": "r2", "value": float(r2_score(truth, predicted)), "target": target},
+            {"probe": probe, "fold": fold, "metric": "pearson_r", "value": pearson_r(truth, predicted),
+             "target": target}]
+
+
 def cross_validate_ridge(X: np.ndarray, Y: np.ndarray, targets: Sequence[str], cv_folds: int = 5, seed: int = 0,
                          alphas: Sequence[float] = DEFAULT_ALPHAS, groups: np.ndarray | None = None,
                          folds: Folds | None = None) -> CrossValidation:
@@ -115,10 +122,7 @@ def cross_validate_ridge(X: np.ndarray, Y: np.ndarray, targets: Sequence[str], c
                                           "predicted": np.full(len(test), Y[train, j].mean())})]
             truth = Y[test, j]
             rows += [
-                {"probe": "ridge", "fold": fold, "metric": "r2", "value": float(r2_score(truth, predicted[:, j])),
-                 "target": name},
-                {"probe": "ridge", "fold": fold, "metric": "pearson_r", "value": pearson_r(truth, predicted[:, j]),
-                 "target": name},
+                *fold_scores(truth, predicted[:, j], "ridge", fold, name),
                 {"probe": "ridge", "fold": fold, "metric": "alpha", "value": float(chosen[j]), "target": name},
                 {"probe": "mean", "fold": fold, "metric": "r2",
                  "value": float(r2_score(truth, np.full(len(test), Y[train, j].mean()))), "target": name},

@@ -47,6 +47,25 @@ def _heatmap(data: pl.DataFrame, rows: alt.Y, metric: str, title: dict, height: 
     ).properties(title=title, width=520, height=height)
 
 
+def _lexical(metrics: pl.DataFrame, dataset: str, metric: str, layers: list[int]) -> pl.DataFrame:
+    """The lexical baseline's CV mean and CI (low, high) per target of `dataset`, repeated at the
+    first and last of `layers` so that it draws as a level line and band across the chart."""
+    words = _scores(metrics.filter(pl.col("dataset") == dataset), "lexical", metric)
+    return pl.concat([words.with_columns(layer=pl.lit(layer, dtype=pl.Int64)) for layer in (min(layers), max(layers))])
+
+
+def _lexical_layer(data: pl.DataFrame) -> alt.LayerChart:
+    """The lexical baseline: a dark dash-dot line over its shaded CI, labelled."""
+    base = alt.Chart(data).encode(x="layer:Q")
+    band = base.mark_area(opacity=0.12, color="black").encode(y="low:Q", y2="high:Q")
+    line = base.mark_line(color="black", strokeDash=[8, 3, 2, 3]).encode(
+        y="mean:Q", tooltip=[alt.Tooltip("mean:Q", format=".3f", title="lexical baseline"),
+                             alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")])
+    label = base.transform_filter(alt.datum.layer == int(data["layer"].max())).mark_text(
+        align="right", dy=-7, fontSize=10).encode(y="mean:Q", text=alt.value("lexical baseline (words only)"))
+    return band + line + label
+
+
 def _baselines(metrics: pl.DataFrame) -> pl.DataFrame:
     """Chance (1 / n_classes) and majority-class accuracy per (model, dataset)."""
     classification = metrics.filter(pl.col("target") == "label")
@@ -67,14 +86,26 @@ def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
 
 def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
     """Held-out accuracy by layer (mean over folds), one line per position, band = the 95% bootstrap
-    CI of the pooled held-out accuracy."""
-    data = _scores(_of(metrics, model, dataset))
+    CI of the pooled held-out accuracy; with the lexical baseline (line and CI band), the
+    shuffled-label control at the position nearest the end (dotted), majority and chance."""
+    of = _of(metrics, model, dataset)
+    data = _scores(of)
     positions = sorted(data["position"].unique().to_list(), reverse=True)
     base = alt.Chart(data).encode(color=alt.Color("position:N", title="position", sort=positions))
-    rules = _baseline_rules(_baselines(_of(metrics, model, dataset)))
-    return (_band_and_line(base, "accuracy", [0, 1]) + rules).properties(
-        title={"text": f"{model} on {dataset}",
-               "subtitle": [s for s in (f"line: mean over folds; {CI_BAND}", note) if s]}, width=520, height=300)
+    layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(of))]
+    legend = [f"line: mean over folds; {CI_BAND}"]
+    shuffled = _scores(of, "shuffled").filter(pl.col("position") == positions[0])
+    if shuffled.height:
+        layers.append(alt.Chart(shuffled).mark_line(color="gray", strokeDash=[2, 2]).encode(
+            x="layer:Q", y="mean:Q", tooltip=["layer", alt.Tooltip("mean:Q", format=".3f", title="shuffled labels")]))
+        legend.append(f"dotted gray: shuffled-label control (position {positions[0]})")
+    lexical = _lexical(metrics, dataset, "accuracy", data["layer"].to_list())
+    if lexical.height:
+        layers.append(_lexical_layer(lexical))
+        legend.append("dash-dot: lexical baseline (TF-IDF of the text alone) with its CI")
+    return alt.layer(*layers).properties(
+        title={"text": f"{model} on {dataset}", "subtitle": ["; ".join(legend), *([note] if note else [])]},
+        width=520, height=300)
 
 
 def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.Chart:
@@ -84,15 +115,25 @@ def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note
 
 def r2_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str) -> alt.FacetChart:
     """Held-out R2 of the ridge probe by layer at one position, one panel per target; the dashed
-    line is the floor, R2 = 0 (predicting the training folds' mean)."""
-    data = _scores(_of(metrics, model, dataset), "ridge", "r2").filter(pl.col("position") == position)
+    line is the floor, R2 = 0 (predicting the training folds' mean), the dash-dot line and its
+    band the lexical baseline with its CI (when computed)."""
+    data = (_scores(_of(metrics, model, dataset), "ridge", "r2").filter(pl.col("position") == position)
+            .with_columns(kind=pl.lit("probe")))
     floor = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
+    layers = [_band_and_line(alt.Chart().transform_filter(alt.datum.kind == "probe"), "r2"), floor]
+    legend = f"line: mean over folds; {CI_BAND}; dashed: floor (mean predictor, R\u00b2 = 0)"
+    lexical = _lexical(metrics, dataset, "r2", data["layer"].to_list())
+    if lexical.height:
+        data = pl.concat([data, lexical.with_columns(kind=pl.lit("lexical"))], how="diagonal_relaxed")
+        words = alt.Chart().transform_filter(alt.datum.kind == "lexical").encode(x="layer:Q")
+        layers += [words.mark_area(opacity=0.12, color="black").encode(y="low:Q", y2="high:Q"),
+                   words.mark_line(color="black", strokeDash=[8, 3, 2, 3]).encode(y="mean:Q")]
+        legend += "; dash-dot: lexical baseline with its CI"
     n_targets = data["target"].n_unique()
-    return alt.layer(_band_and_line(alt.Chart(), "r2"), floor, data=data).properties(
+    return alt.layer(*layers, data=data).properties(
         width=260, height=170).facet(facet=alt.Facet("target:N", title=None), columns=min(n_targets, 4)).properties(
         title={"text": f"{model} on {dataset}: R\u00b2 by layer at position {position}",
-               "subtitle": [s for s in (f"line: mean over folds; {CI_BAND}; dashed: floor (mean predictor, "
-                                        "R\u00b2 = 0)", note) if s]})
+               "subtitle": [legend, *([note] if note else [])]})
 
 
 def target_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str) -> alt.Chart:
@@ -132,16 +173,19 @@ def model_note(quantisation: str | None) -> str:
 
 
 def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, str | None],
-                 tolerance: float) -> Path:
+                 tolerance: float, vs_lexical: pl.DataFrame | None = None) -> Path:
     """Write every figure and results/report/index.html; return the index path.
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
-    or the position nearest the end) where it has numeric targets.
+    or the position nearest the end) where it has numeric targets; the summary table, with the
+    paired comparison with the lexical baseline from `vs_lexical` when given.
     """
     out_dir = Path(out_dir)
-    position = max(metrics["position"].unique().to_list())
+    position = max(metrics["position"].drop_nulls().unique().to_list())
+    summary = summarise(metrics, tolerance, vs_lexical)
     sections = []
-    for model, dataset in metrics.select("model", "dataset").unique().sort("model", "dataset").iter_rows():
+    pairs = metrics.filter(pl.col("model").is_not_null()).select("model", "dataset").unique().sort("model", "dataset")
+    for model, dataset in pairs.iter_rows():
         note = model_note(quantisation.get(model))
         probes = set(_of(metrics, model, dataset)["probe"].to_list())
         charts = []
@@ -155,13 +199,29 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
             save(chart, out_dir / model / dataset / name)
         sections.append(f"<h2>{html.escape(model)} on {html.escape(dataset)}</h2>"
                         + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
+                        + _beats_the_words(summary.filter(model=model, dataset=dataset))
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
     save(relative_depth(metrics, position), out_dir / "relative_depth")
-    summary = summarise(metrics, tolerance)
     summary.write_csv(out_dir / "summary.csv")
     index = out_dir / "index.html"
     index.write_text(_index_page(summary, sections, tolerance), encoding="utf-8")
     return index
+
+
+def _beats_the_words(summary: pl.DataFrame) -> str:
+    """One sentence per probe and target: the layers whose paired 95% CI of the difference to the
+    lexical baseline lies above 0 at the best position, or plainly that none does."""
+    sentences = []
+    for row in summary.filter(pl.col("layers_beating_lexical").is_not_null()).iter_rows(named=True):
+        subject = f"{row['probe']} ({row['score_metric']}{'' if row['target'] == 'label' else ', ' + row['target']})"
+        where = (f"at position {row['best_position']}, layers {row['layers_beating_lexical']} beat the lexical "
+                 "baseline (paired 95% CI of the difference above 0)" if row["layers_beating_lexical"] != "none"
+                 else f"no layer beats the lexical baseline at position {row['best_position']} (no paired 95% CI "
+                      "of the difference lies above 0)")
+        sentences.append(f"{subject}: {where}; best layer {row['best_layer']} minus lexical "
+                         f"{row['best_minus_lexical']:+.3f} [{row['best_minus_lexical_ci_low']:+.3f}, "
+                         f"{row['best_minus_lexical_ci_high']:+.3f}].")
+    return "".join(f"<p><strong>Beats the words?</strong> {html.escape(s)}</p>" for s in sentences)
 
 
 def _cell(value) -> str:
@@ -191,7 +251,13 @@ then the position nearest the end). That <code>score</code> is the best of
 <code>candidates</code> cross-validated means, selected on the same folds that score it, so it
 is optimistic: it is not a held-out estimate of the best layer's accuracy.
 <code>first_layer_within_tolerance</code>: first layer whose score, at the best position, is
-within {tolerance} of the best. Full table: <code>results/metrics/probe_metrics.csv</code>.</p>
+within {tolerance} of the best. <code>shuffled</code>: the same probe fitted on labels permuted
+within the training folds, at the best layer and position (it should not exceed the floor).
+<code>lexical</code>: TF-IDF word and character n-grams of the text alone, on the same folds,
+with its 95% CI; <code>best_minus_lexical</code>: the best score minus it, with a paired
+bootstrap 95% CI on the same held-out rows; <code>layers_beating_lexical</code>: the layers whose
+paired CI lies above 0 at the best position. Full tables: <code>results/metrics/probe_metrics.csv</code>,
+<code>results/metrics/vs_lexical.csv</code>.</p>
 <table><tr>{header}</tr>{body}</table>
 <h2>All models by relative depth</h2><img src="relative_depth.png" width="1000">
 {''.join(sections)}

@@ -183,6 +183,34 @@ def ridge_scores():
     return _sweep(REGRESSED, ".ridge.parquet")
 
 
+def lexical_outputs(datasets, output, kind=None):
+    """The lexical baseline's `output` files ("scores" or "predictions") for `datasets`: the
+    classes' (kind "classes") and/or the numeric targets' ("targets"); none with
+    `lexical_baseline: false`."""
+    if not config["lexical_baseline"]:
+        return []
+    suffix = ".parquet" if output == "scores" else ".predictions.parquet"
+    return [f"results/baselines/{dataset}/lexical{infix}{suffix}"
+            for dataset in datasets
+            for name, infix, wanted in (("classes", "", CLASSIFIED), ("targets", ".ridge", REGRESSED))
+            if kind in (None, name) and dataset in wanted]
+
+
+def probe_predictions(model, dataset):
+    """(held-out predictions file, layer, "classes" or "targets") of every probe job of a model x dataset."""
+    return [(f"results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}{infix}.predictions.parquet",
+             layer, kind)
+            for kind, infix, wanted in (("classes", "", CLASSIFIED), ("targets", ".ridge", REGRESSED))
+            if dataset in wanted
+            for layer, positions in sorted(PROBE_PARTS[model, dataset])]
+
+
+def comparisons():
+    """Every model x dataset's paired comparison with the lexical baseline (none without it)."""
+    return [f"results/comparisons/{model}/{dataset}/vs_lexical.parquet"
+            for model in MODELS for dataset in DATASETS] if config["lexical_baseline"] else []
+
+
 CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap")
 REGRESSION_FIGURES = ("r2_by_layer", "target_layer_heatmap")
 
@@ -202,4 +230,4 @@ def report_figures(suffix, kind=None):
 
 
 def all_targets():
-    return ["results/metrics/probe_metrics.parquet", "results/report/index.html"]
+    return ["results/metrics/probe_metrics.parquet", "results/metrics/vs_lexical.parquet", "results/report/index.html"]

@@ -10,6 +10,7 @@ rule fit_probe:
         C=config["probe"]["C"],
         backend=config["probe"]["backend"],
         max_iter=config["probe"]["max_iter"],
+        shuffled_control=config["probe"]["shuffled_control"],
         seed=config["seed"],
         official_split=dataset_option("official_split"),
         code=code_fingerprint("probe"),
@@ -49,14 +50,73 @@ rule fit_ridge:
         "../scripts/fit_ridge.py"
 
 
+rule lexical_baseline:
+    input:
+        table=prepared_table,
+    output:
+        scores="results/baselines/{dataset}/lexical.parquet",
+        predictions="results/baselines/{dataset}/lexical.predictions.parquet",
+    params:
+        cv_folds=config["probe"]["cv_folds"],
+        seed=config["seed"],
+        official_split=dataset_option("official_split"),
+        code=code_fingerprint("lexical"),
+    log:
+        "results/logs/lexical_baseline/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=on_retry(config["probe"]["mem_mb"]),
+        runtime=on_retry(config["probe"]["runtime"]),
+    conda:
+        "../../envs/emoprobe.yaml"
+    script:
+        "../scripts/lexical_baseline.py"
+
+
+use rule lexical_baseline as lexical_ridge with:
+    output:
+        scores="results/baselines/{dataset}/lexical.ridge.parquet",
+        predictions="results/baselines/{dataset}/lexical.ridge.predictions.parquet",
+    log:
+        "results/logs/lexical_ridge/{dataset}.log",
+
+
+rule compare_with_lexical:
+    input:
+        predictions=lambda wc: [path for path, _, _ in probe_predictions(wc.model, wc.dataset)],
+        lexical_classes=lambda wc: lexical_outputs([wc.dataset], "predictions", "classes"),
+        lexical_targets=lambda wc: lexical_outputs([wc.dataset], "predictions", "targets"),
+        table=prepared_table,
+    output:
+        comparison="results/comparisons/{model}/{dataset}/vs_lexical.parquet",
+    params:
+        layers=lambda wc: [layer for _, layer, _ in probe_predictions(wc.model, wc.dataset)],
+        kinds=lambda wc: [kind for _, _, kind in probe_predictions(wc.model, wc.dataset)],
+        seed=config["seed"],
+        code=code_fingerprint("compare"),
+    log:
+        "results/logs/compare_with_lexical/{model}/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=on_retry(2000),
+        runtime=on_retry(30),
+    conda:
+        "../../envs/emoprobe.yaml"
+    script:
+        "../scripts/compare_with_lexical.py"
+
+
 rule aggregate_metrics:
     input:
-        scores=probe_scores() + ridge_scores(),
+        scores=probe_scores() + ridge_scores() + lexical_outputs(DATASETS, "scores"),
+        comparisons=comparisons(),
     output:
         parquet="results/metrics/probe_metrics.parquet",
         csv="results/metrics/probe_metrics.csv",
+        vs_lexical="results/metrics/vs_lexical.parquet",
+        vs_lexical_csv="results/metrics/vs_lexical.csv",
     params:
-        positions=POSITIONS,  # a probe job fits all of its part's positions; the table keeps these
+        positions=POSITIONS,  # a probe job fits all of its part's positions; the tables keep these
         code=code_fingerprint("aggregate"),
     log:
         "results/logs/aggregate_metrics.log",

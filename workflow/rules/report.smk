@@ -1,6 +1,7 @@
 rule build_report:
     input:
         metrics="results/metrics/probe_metrics.parquet",
+        vs_lexical="results/metrics/vs_lexical.parquet",
     output:
         index="results/report/index.html",
         relative_depth=report(
