@@ -126,3 +126,18 @@ def test_jobs_group_by_the_prepared_tables_text():
     assert test.tolist() == list(range(0, len(texts), 5))
     with pytest.raises(EmoprobeError, match="no `split` column"):
         _job_folds(table.drop("split"), True, 5, 0)
+
+
+def test_shuffled_labels_permute_each_training_fold_and_keep_test_rows():
+    from emoprobe.folds import shuffled_within_training
+
+    y = np.repeat(np.arange(4), 25)
+    folds = assign_folds(np.arange(len(y)), 5, 0, labels=y)
+    shuffled = shuffled_within_training(y, folds, seed=3)
+    assert shuffled.shape == (5, len(y))
+    for f, (train, test) in enumerate(folds):
+        np.testing.assert_array_equal(shuffled[f, test], y[test])
+        assert sorted(shuffled[f, train]) == sorted(y[train])  # a permutation of the training labels
+        assert (shuffled[f, train] != y[train]).mean() > 0.5  # ~3/4 of them move for 4 classes
+    np.testing.assert_array_equal(shuffled, shuffled_within_training(y, folds, seed=3))
+    assert not np.array_equal(shuffled, shuffled_within_training(y, folds, seed=4))

@@ -285,3 +285,51 @@ def test_torch_probabilities_equal_sklearns():
     X, y = _synthetic(separation=0.5, n_per_class=40, n_classes=3, dim=6, seed=7)
     folds = assign_folds(np.arange(len(y)), 3, 0, labels=y)
     np.testing.assert_allclose(proba_torch(X, y, folds, tolerance=1e-7)[0], proba_sklearn(X, y, folds), atol=2e-3)
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "torch"])
+def test_shuffled_label_control_is_at_chance_on_separable_data(backend):
+    """Separable classes (the real probe near 1): the control, fitted on labels permuted within
+    the training folds and scored on the true test labels, lands within 3 standard errors of
+    chance (4 balanced classes)."""
+    X, y = _synthetic(separation=5.0, n_per_class=100)
+    result = cross_validate_probe(X, y, cv_folds=5, seed=0, backend=backend, shuffled=True)
+    accuracy = result.scores.filter(metric="accuracy").group_by("probe").agg(pl.col("pooled").first())
+    pooled = dict(accuracy.iter_rows())
+    assert pooled["logreg"] > 0.97
+    chance = 0.25
+    assert abs(pooled["shuffled"] - chance) < 3 * np.sqrt(chance * (1 - chance) / len(y))
+    assert set(result.predictions.filter(probe="shuffled")["row"]) == set(range(len(y)))
+
+
+def test_a_control_that_still_sees_the_labels_is_reported_as_leakage(monkeypatch):
+    """The leakage check is written for this case: a control whose 'shuffled' labels are the
+    true ones (a broken permutation) scores like the probe, and `leakage` says so; the honest
+    control gives no warning."""
+    from emoprobe import probes
+
+    X, y = _synthetic(separation=2.0, n_per_class=80)
+    honest = cross_validate_probe(X, y, seed=0, backend="torch", shuffled=True).scores
+    assert probes.leakage(honest) is None
+    monkeypatch.setattr(probes, "shuffled_within_training", lambda y, folds, seed: np.tile(y, (len(folds), 1)))
+    leaky = cross_validate_probe(X, y, seed=0, backend="torch", shuffled=True).scores
+    message = probes.leakage(leaky)
+    assert message is not None and "LEAKAGE" in message and "majority-class accuracy" in message
+    assert probes.leakage(leaky.filter(pl.col("probe") != "shuffled")) is None  # no control, no verdict
+
+
+def test_standardiser_learns_from_the_training_rows_only():
+    """A scaler fitted on all rows would leak the test rows' distribution into every fold: each
+    torch probe's mean and scale are its fold's training rows' (test rows shifted far away to
+    make the difference plain)."""
+    from emoprobe.probes import fit_torch
+
+    X, y = _synthetic(separation=1.0)
+    folds = assign_folds(np.arange(len(y)), 4, 0, labels=y)
+    X = X.copy()
+    X[folds[0][1]] += 100.0
+    probes = fit_torch(X, y, folds, max_iter=5)
+    for f, (train, _) in enumerate(folds):
+        np.testing.assert_allclose(probes.mean[0, f], X[train].mean(0), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(probes.inv_scale[0, f], 1 / X[train].std(0), rtol=1e-4)
+    assert np.abs(probes.mean[0, 1] - X.mean(0)).min() > 5  # all-rows means would be far off
