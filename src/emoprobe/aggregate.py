@@ -23,6 +23,7 @@ SUMMARY_SCHEMA = {
     "score": pl.Float64, "score_std": pl.Float64, "score_ci_low": pl.Float64, "score_ci_high": pl.Float64,
     "candidates": pl.Int64, "first_layer_within_tolerance": pl.Int64,
     "floor": pl.Float64, "chance": pl.Float64, "shuffled": pl.Float64,
+    "selectivity": pl.Float64, "selectivity_ci_low": pl.Float64, "selectivity_ci_high": pl.Float64,
     "lexical": pl.Float64, "lexical_ci_low": pl.Float64, "lexical_ci_high": pl.Float64,
     "best_minus_lexical": pl.Float64, "best_minus_lexical_ci_low": pl.Float64,
     "best_minus_lexical_ci_high": pl.Float64, "layers_beating_lexical": pl.String,
@@ -98,8 +99,9 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
     score metric (accuracy, or R2 for ridge), the score there (and the 95% bootstrap CI of its
     pooled held-out score, which does not account for the pick), the first layer within `tolerance`
     of it at that position, the floor (majority-class accuracy, or the mean predictor's R2),
-    chance (1 / n_classes; null for ridge) and the shuffled-label control's score at the best
-    (layer, position) (null without it).
+    chance (1 / n_classes; null for ridge), and at the best (layer, position) the shuffled-label
+    control's score and the selectivity (accuracy minus control-task accuracy) with its paired CI
+    (null without them).
 
     With the lexical baseline: its score and CI, the best score minus it with the paired 95% CI
     (from `vs_lexical`, compare.compare_with_lexical's table), and the layers whose paired CI
@@ -123,6 +125,7 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
             cell = {"model": model, "dataset": dataset, "target": target, "layer": best["layer"],
                     "position": best["position"]}
             shuffled = select(metrics, "shuffled", metric).filter(**cell)["mean"]
+            selectivity = select(metrics, "selectivity", metric).filter(**cell)
             words = lexical.get((dataset, target), {})
             rows.append({
                 "model": model, "dataset": dataset, "target": target, "probe": probe, "score_metric": metric,
@@ -133,6 +136,8 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
                 "floor": floors.get((model, dataset, target)),
                 "chance": 1.0 / best["n_classes"] if best["n_classes"] else None,
                 "shuffled": shuffled[0] if len(shuffled) else None,
+                **{f"selectivity{suffix}": selectivity[column][0] if selectivity.height else None
+                   for suffix, column in (("", "pooled"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))},
                 "lexical": words.get("mean"), "lexical_ci_low": words.get("ci_low"),
                 "lexical_ci_high": words.get("ci_high"),
                 **_against_lexical(vs_lexical, cell | {"probe": probe}),

@@ -141,6 +141,23 @@ def _check_model_spec(name: str, spec: dict) -> None:
                           "remove `revision`.")
 
 
+_WEIGHTS_KEYS = ("random_init", "init_seed", "quantisation")  # what a random-init twin may change
+
+
+def random_init_twins(models: dict[str, dict]) -> dict[str, list[str]]:
+    """{pretrained model: its random-init twins}: the random_init entries whose spec equals the
+    pretrained entry's but for random_init, init_seed and quantisation."""
+    def where(spec):
+        return sorted((key, str(value)) for key, value in spec.items() if key not in _WEIGHTS_KEYS)
+
+    pretrained = {tuple(where(spec)): name for name, spec in sorted(models.items()) if not spec.get("random_init")}
+    twins: dict[str, list[str]] = {}
+    for name, spec in sorted(models.items()):
+        if spec.get("random_init") and (base := pretrained.get(tuple(where(spec)))):
+            twins.setdefault(base, []).append(name)
+    return twins
+
+
 def _check_dataset_spec(name: str, spec: dict) -> None:
     """The loader's own option checks, up front: a dataset must have something to probe, and a custom
     dataset's file must exist."""

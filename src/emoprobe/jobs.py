@@ -96,6 +96,7 @@ def extract_activations(smk) -> None:
         "model_name": smk.wildcards.model, "model_id": resolved.model_id, "source": resolved.source,
         "revision": resolved.revision or "", "commit": resolved.commit or "", "file_sha256": file_sha256 or "",
         "quantisation": resolved.quantisation or "", "dtype": dtype,
+        "weights": f"random_init(seed={p.model['init_seed']})" if p.model.get("random_init") else "pretrained",
         "n_layers": str(p.n_layers), "dataset": smk.wildcards.dataset,
         "prompt_template": p.template, "prepared_sha256": sha256_of(smk.input.table),
     }
@@ -177,16 +178,18 @@ def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | 
 
 
 def fit_probe(smk) -> None:
+    from .controls import control_labels
     from .probes import cross_validate_probe, leakage
 
     p = smk.params
     table, metadata, activations = _probe_inputs(smk)
     y = table["label_id"].to_numpy()
     folds = _job_folds(table, p.official_split, p.cv_folds, p.seed, labels=y)
+    control = control_labels(p.control_task, table["text"].to_list(), y, p.seed) if p.control_task else None
 
     def fit(X):
         result = cross_validate_probe(X, y, seed=p.seed, C=p.C, max_iter=p.max_iter, backend=p.backend, folds=folds,
-                                      shuffled=p.shuffled_control)
+                                      shuffled=p.shuffled_control, control=control)
         return result._replace(scores=result.scores.with_columns(target=pl.lit("label")))
 
     def summarise(scores):
@@ -305,5 +308,5 @@ def build_report(smk) -> None:
 
     metrics = pl.read_parquet(smk.input.metrics)
     index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance,
-                  pl.read_parquet(smk.input.vs_lexical))
+                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins)
     log.info("report written to %s", index)

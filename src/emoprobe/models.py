@@ -51,7 +51,7 @@ def resolve(spec: dict) -> ResolvedModel:
         directory = model_id = spec["id"]
     elif source == "local":
         directory = model_id = str(Path(spec["path"]).expanduser())
-        _check_folder(Path(directory))
+        _check_folder(Path(directory), weights=not spec.get("random_init"))
     elif "path" in spec:
         path = Path(spec["path"]).expanduser()
         if not path.is_file():
@@ -70,14 +70,15 @@ def resolve(spec: dict) -> ResolvedModel:
                          spec.get("quantisation"), bool(spec.get("trust_remote_code", False)), hub)
 
 
-def _check_folder(folder: Path) -> None:
-    """A `local` model folder must hold config.json, tokenizer files and safetensors weights."""
+def _check_folder(folder: Path, weights: bool = True) -> None:
+    """A `local` model folder must hold config.json, tokenizer files and (unless `weights` is
+    false: a random-init twin reads none) safetensors weights."""
     if not folder.is_dir():
         raise ModelLoadError(f"model path '{folder}' is not a directory; set `path` to a folder holding config.json.")
     present = {
         "config.json": (folder / "config.json").is_file(),
         f"tokenizer files (any of {', '.join(TOKENIZER_FILES)})": any((folder / n).is_file() for n in TOKENIZER_FILES),
-        "*.safetensors weights": any(folder.glob("*.safetensors")),
+        "*.safetensors weights": not weights or any(folder.glob("*.safetensors")),
     }
     if missing := [what for what, found in present.items() if not found]:
         pickled = (" (pickled *.bin weights are never loaded: convert them to safetensors)"
@@ -182,7 +183,8 @@ def load(spec: dict, device: torch.device, dtype: str = "auto"):
     """Load (tokenizer, base model without LM head, ResolvedModel) in eval mode on `device`,
     computing in `dtype` (see `resolve_dtype`). A Hub model's revision is resolved to a commit
     first, and tokenizer and weights both come from that commit (recorded as `commit`).
-    Weights come from safetensors or GGUF, never pickles.
+    Weights come from safetensors or GGUF, never pickles; with the spec's `random_init` they
+    are not read at all (see `random_init`).
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -194,12 +196,28 @@ def load(spec: dict, device: torch.device, dtype: str = "auto"):
     kwargs = _load_kwargs(resolved)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.directory, **kwargs)
-        weights = {} if resolved.gguf_file else {"use_safetensors": True}
-        model = AutoModel.from_pretrained(resolved.directory, dtype=torch_dtype, **weights, **kwargs)
+        if spec.get("random_init"):
+            model = random_init(resolved, spec.get("init_seed", 0), torch_dtype)
+        else:
+            weights = {} if resolved.gguf_file else {"use_safetensors": True}
+            model = AutoModel.from_pretrained(resolved.directory, dtype=torch_dtype, **weights, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise _load_error(resolved, "load", exc) from exc
     model.to(device).eval()
     return tokenizer, model, resolved
+
+
+def random_init(resolved: ResolvedModel, seed: int, dtype) -> torch.nn.Module:
+    """The model's architecture from its config alone (no pretrained weights read), weights drawn by
+    the architecture's own initialiser (transformers' `_init_weights`, as for training from
+    scratch) under torch's generator seeded with `seed`; the global RNG state is left as it was."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(resolved.directory, **_load_kwargs(resolved))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModel.from_config(config, dtype=dtype)
 
 
 class _JsonCache:

@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import bootstrap
 from .errors import DataError
 from .folds import (PROBE_COLUMNS, CrossValidation, Folds, assign_folds, held_out, shuffled_within_training,
                     with_intervals)
@@ -90,18 +91,21 @@ BACKENDS = ("sklearn", "torch")
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: int = 0,
                          C: float = 1.0, max_iter: int = 1000, backend: str = "sklearn",
                          groups: np.ndarray | None = None, folds: Folds | None = None,
-                         shuffled: bool = False) -> CrossValidation:
-    """Held-out scores and predictions of the logistic probe and of the train-fold majority class,
-    and with `shuffled` of the shuffled-label control ("shuffled": the same probe fitted on
-    folds.shuffled_within_training's labels, scored on the true test labels).
+                         shuffled: bool = False, control: np.ndarray | None = None) -> CrossValidation:
+    """Held-out scores and predictions of the logistic probe and of the train-fold majority class;
+    with `shuffled` also of the shuffled-label control ("shuffled": the same probe fitted on
+    folds.shuffled_within_training's labels, scored on the true test labels); with `control`
+    (control-task labels [N], see emoprobe.controls) the same probe fitted and scored on those
+    ("control") and "selectivity": logreg accuracy minus control accuracy, per fold and pooled,
+    with a paired bootstrap CI over the rows.
 
     Scores: per fold (probe, fold, metric, value), each row with the metric on the pooled
     out-of-fold predictions and its seeded bootstrap CI (pooled, ci_low, ci_high; see
     emoprobe.bootstrap). Predictions: per held-out row (row, fold, probe, predicted, p_true),
-    p_true the probability given to the row's true label (the majority baseline's: the label's
-    share of the training rows). `folds` defaults to assign_folds' stratified k-fold, rows with
-    equal `groups` (the texts; by default every row its own) in one fold; pass (train, test)
-    pairs for an official split.
+    p_true the probability given to the row's true label (the control's: its control label; the
+    majority baseline's: the label's share of the training rows). `folds` defaults to
+    assign_folds' stratified k-fold, rows with equal `groups` (the texts; by default every row
+    its own) in one fold; pass (train, test) pairs for an official split.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -111,27 +115,52 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
     if backend not in BACKENDS:
         raise ValueError(f"probe backend {backend!r} is not one of {BACKENDS}")
 
-    def fitted(fold_labels=None):
+    def fitted(labels, fold_labels=None):
         if backend == "sklearn":
-            return proba_sklearn(X, y, folds, C, max_iter, seed, fold_labels)
-        return proba_torch(X, y, folds, C, max_iter, fold_labels=fold_labels)[0]
+            return proba_sklearn(X, labels, folds, C, max_iter, seed, fold_labels)
+        return proba_torch(X, labels, folds, C, max_iter, fold_labels=fold_labels)[0]
 
     classes = np.unique(y)
     prior = np.full((len(y), len(classes)), np.nan)  # the majority baseline: the training rows' label shares
     for train, test in folds:
         prior[test] = (y[train][:, None] == classes).mean(0)
-    probabilities = {"logreg": fitted(), "majority": prior}
+    fits = {"logreg": (y, fitted(y)), "majority": (y, prior)}  # probe -> (its true labels, probabilities)
     if shuffled:
-        probabilities["shuffled"] = fitted(shuffled_within_training(y, folds, seed))
+        fits["shuffled"] = (y, fitted(y, shuffled_within_training(y, folds, seed)))
+    if control is not None:
+        control = np.asarray(control)
+        check_probe_inputs(X, control)
+        fits["control"] = (control, fitted(control))
     scores, predictions = [], []
-    for name, proba in probabilities.items():
-        predicted = _most_probable(classes, proba)
-        p_true = proba[np.arange(len(y)), np.searchsorted(classes, y)]
-        scores.append(fold_scores(y, predicted, folds, name))
+    for name, (truth, proba) in fits.items():
+        truth_classes = np.unique(truth)
+        predicted = _most_probable(truth_classes, proba)
+        p_true = proba[np.arange(len(y)), np.searchsorted(truth_classes, truth)]
+        scores.append(fold_scores(truth, predicted, folds, name))
         predictions.append(held_out(folds, name, predicted=predicted, p_true=p_true))
     predictions = pl.concat(predictions).sort("probe", "row")
-    scores = with_intervals(pl.concat(scores), predictions, lambda group: y[group["row"]], seed)
+    scores = with_intervals(pl.concat(scores), predictions, lambda group: fits[group["probe"]][0][group["row"]], seed)
+    if control is not None:
+        scores = pl.concat([scores, _selectivity(scores, predictions, y, control, seed)])
     return CrossValidation(scores, predictions)
+
+
+def _selectivity(scores: pl.DataFrame, predictions: pl.DataFrame, y: np.ndarray, control: np.ndarray,
+                 seed: int) -> pl.DataFrame:
+    """Probe "selectivity", metric accuracy: logreg minus control accuracy per fold; pooled, the
+    difference of the pooled accuracies with its paired bootstrap CI (both scored on each
+    resample's rows, each against its own labels)."""
+    accuracy = scores.filter(metric="accuracy")
+    per_fold = (accuracy.filter(probe="logreg").select("fold", "value")
+                .join(accuracy.filter(probe="control").select("fold", pl.col("value").alias("control")), on="fold"))
+    right = {probe: (rows["predicted"].to_numpy() == truth[rows["row"].to_numpy()]).astype(int)
+             for probe, truth in (("logreg", y), ("control", control))
+             for rows in [predictions.filter(probe=probe)]}
+    pooled, low, high = bootstrap.paired_difference_ci(np.ones_like(right["logreg"]), right["logreg"],
+                                                       right["control"], "accuracy", seed=seed)
+    return per_fold.select(pl.lit("selectivity").alias("probe"), "fold", pl.lit("accuracy").alias("metric"),
+                           (pl.col("value") - pl.col("control")).alias("value"), pl.lit(pooled).alias("pooled"),
+                           pl.lit(low).alias("ci_low"), pl.lit(high).alias("ci_high"))
 
 
 def leakage(scores: pl.DataFrame, level: float = 0.95) -> str | None:

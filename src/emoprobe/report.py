@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 import altair as alt
@@ -84,21 +85,33 @@ def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
     return base.mark_rule(strokeDash=[4, 4], color="gray") + labels
 
 
-def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
+def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str,
+                      twins: Sequence[str] = ()) -> alt.LayerChart:
     """Held-out accuracy by layer (mean over folds), one line per position, band = the 95% bootstrap
-    CI of the pooled held-out accuracy; with the lexical baseline (line and CI band), the
-    shuffled-label control at the position nearest the end (dotted), majority and chance."""
+    CI of the pooled held-out accuracy; with the lexical baseline (line and CI band), and at the
+    position nearest the end the shuffled-label control (dotted), the control task (dashed), the
+    random-init `twins` (long dashes, with their CI band); majority and chance."""
     of = _of(metrics, model, dataset)
     data = _scores(of)
     positions = sorted(data["position"].unique().to_list(), reverse=True)
     base = alt.Chart(data).encode(color=alt.Color("position:N", title="position", sort=positions))
     layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(of))]
     legend = [f"line: mean over folds; {CI_BAND}"]
-    shuffled = _scores(of, "shuffled").filter(pl.col("position") == positions[0])
-    if shuffled.height:
-        layers.append(alt.Chart(shuffled).mark_line(color="gray", strokeDash=[2, 2]).encode(
-            x="layer:Q", y="mean:Q", tooltip=["layer", alt.Tooltip("mean:Q", format=".3f", title="shuffled labels")]))
-        legend.append(f"dotted gray: shuffled-label control (position {positions[0]})")
+    for probe, colour, dash, label in (("shuffled", "gray", [2, 2], "dotted gray: shuffled-label control"),
+                                       ("control", "purple", [6, 2], "dashed purple: control task, on its own labels")):
+        control = _scores(of, probe).filter(pl.col("position") == positions[0])
+        if control.height:
+            layers.append(alt.Chart(control).mark_line(color=colour, strokeDash=dash).encode(
+                x="layer:Q", y="mean:Q", tooltip=["layer", alt.Tooltip("mean:Q", format=".3f", title=probe)]))
+            legend.append(f"{label} (position {positions[0]})")
+    for twin in twins:
+        random = _scores(_of(metrics, twin, dataset)).filter(pl.col("position") == positions[0]).with_columns(
+            twin=pl.lit(f"{twin} (random init)"))
+        base = alt.Chart(random).encode(x="layer:Q")
+        layers += [base.mark_area(opacity=0.1, color="darkorange").encode(y="low:Q", y2="high:Q"),
+                   base.mark_line(color="darkorange", strokeDash=[10, 4]).encode(
+                       y="mean:Q", tooltip=["twin", "layer", alt.Tooltip("mean:Q", format=".3f")])]
+        legend.append(f"long dashes, orange: {twin}, random-init weights (position {positions[0]}, with CI)")
     lexical = _lexical(metrics, dataset, "accuracy", data["layer"].to_list())
     if lexical.height:
         layers.append(_lexical_layer(lexical))
@@ -106,6 +119,25 @@ def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str
     return alt.layer(*layers).properties(
         title={"text": f"{model} on {dataset}", "subtitle": ["; ".join(legend), *([note] if note else [])]},
         width=520, height=300)
+
+
+def selectivity_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
+    """Selectivity (probe accuracy minus control-task accuracy, Hewitt & Liang 2019) by layer, one
+    line per position (mean over folds), band = its paired 95% bootstrap CI; dashed: 0."""
+    data = _scores(_of(metrics, model, dataset), "selectivity")
+    positions = sorted(data["position"].unique().to_list(), reverse=True)
+    base = alt.Chart(data).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"),
+                                  color=alt.Color("position:N", title="position", sort=positions))
+    band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title="selectivity (accuracy - control accuracy)"),
+        tooltip=["layer", "position", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
+                 alt.Tooltip("ci_high:Q", format=".3f")])
+    zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
+    return alt.layer(band, line, zero).properties(
+        title={"text": f"{model} on {dataset}: selectivity by layer",
+               "subtitle": ["line: mean over folds; band: paired 95% bootstrap CI of the pooled difference",
+                            *([note] if note else [])]}, width=520, height=260)
 
 
 def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.Chart:
@@ -173,7 +205,8 @@ def model_note(quantisation: str | None) -> str:
 
 
 def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, str | None],
-                 tolerance: float, vs_lexical: pl.DataFrame | None = None) -> Path:
+                 tolerance: float, vs_lexical: pl.DataFrame | None = None,
+                 twins: dict[str, list[str]] | None = None) -> Path:
     """Write every figure and results/report/index.html; return the index path.
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
@@ -190,8 +223,11 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
         probes = set(_of(metrics, model, dataset)["probe"].to_list())
         charts = []
         if "logreg" in probes:
-            charts += [("accuracy_by_layer", accuracy_by_layer(metrics, model, dataset, note)),
+            charts += [("accuracy_by_layer", accuracy_by_layer(metrics, model, dataset, note,
+                                                               (twins or {}).get(model, ()))),
                        ("layer_position_heatmap", layer_position_heatmap(metrics, model, dataset, note))]
+        if "selectivity" in probes:
+            charts.append(("selectivity_by_layer", selectivity_by_layer(metrics, model, dataset, note)))
         if "ridge" in probes:
             charts += [("r2_by_layer", r2_by_layer(metrics, model, dataset, position, note)),
                        ("target_layer_heatmap", target_layer_heatmap(metrics, model, dataset, position, note))]
@@ -253,6 +289,8 @@ is optimistic: it is not a held-out estimate of the best layer's accuracy.
 <code>first_layer_within_tolerance</code>: first layer whose score, at the best position, is
 within {tolerance} of the best. <code>shuffled</code>: the same probe fitted on labels permuted
 within the training folds, at the best layer and position (it should not exceed the floor).
+<code>selectivity</code> (with a control task): accuracy minus the control task's accuracy there,
+with its paired bootstrap 95% CI.
 <code>lexical</code>: TF-IDF word and character n-grams of the text alone, on the same folds,
 with its 95% CI; <code>best_minus_lexical</code>: the best score minus it, with a paired
 bootstrap 95% CI on the same held-out rows; <code>layers_beating_lexical</code>: the layers whose

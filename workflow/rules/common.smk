@@ -9,7 +9,7 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)  # the Snakefile and every job import the emoprobe package from here
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
-from emoprobe.config import resolve_layers, resolve_template, validate_config
+from emoprobe.config import random_init_twins, resolve_layers, resolve_template, validate_config
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import LayerCountCache, check_pinned_sha256, resolve_dtype
@@ -211,7 +211,8 @@ def comparisons():
             for model in MODELS for dataset in DATASETS] if config["lexical_baseline"] else []
 
 
-CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap")
+CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap") + (
+    ("selectivity_by_layer",) if config["probe"]["control_task"] else ())
 REGRESSION_FIGURES = ("r2_by_layer", "target_layer_heatmap")
 
 

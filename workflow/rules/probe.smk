@@ -11,6 +11,7 @@ rule fit_probe:
         backend=config["probe"]["backend"],
         max_iter=config["probe"]["max_iter"],
         shuffled_control=config["probe"]["shuffled_control"],
+        control_task=config["probe"]["control_task"],
         seed=config["seed"],
         official_split=dataset_option("official_split"),
         code=code_fingerprint("probe"),

@@ -1,0 +1,90 @@
+"""End-to-end run with the heavier controls: a tiny model and its random-init twin, the control
+task and selectivity, beside the lexical baseline and the shuffled-label control; and the shipped
+config/rigour.yaml planned on the real SmolLM2."""
+
+from __future__ import annotations
+
+import subprocess
+
+import polars as pl
+import pytest
+from safetensors import safe_open
+
+from .conftest import REPO, SHARED_DATA, SNAKEMAKE, crowd_envent_path, job_counts, make_tiny_model, read_metrics, run_snakemake, require_smollm2
+
+LAYERS = 4  # embeddings + 3 blocks
+
+
+@pytest.fixture(scope="module")
+def rigour_run(tmp_path_factory):
+    crowd_envent_path()
+    root = tmp_path_factory.mktemp("rigour")
+    model = str(make_tiny_model(root / "tiny", "llama"))
+    config = {
+        "data_dir": str(SHARED_DATA),
+        "positions": [-1],
+        "probe": {"cv_folds": 3, "control_task": "first_word"},
+        "models": {"tiny": {"source": "local", "path": model},
+                   "tiny-random": {"source": "local", "path": model, "random_init": True, "init_seed": 3}},
+        "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 6}},
+    }
+    workdir = root / "run"
+    dry = run_snakemake(workdir, config, "-n")
+    result = run_snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {"workdir": workdir, "dry": dry}
+
+
+def test_jobs_per_rule(rigour_run):
+    assert job_counts(rigour_run["dry"].stdout + rigour_run["dry"].stderr) == {
+        "prepare_dataset": 1, "extract_activations": 2, "fit_probe": 2 * LAYERS, "lexical_baseline": 1,
+        "compare_with_lexical": 2, "aggregate_metrics": 1, "build_report": 1, "all": 1}
+
+
+def test_twin_shards_record_their_weights_and_differ(rigour_run):
+    activations = rigour_run["workdir"] / "results" / "activations"
+    readings = {}
+    for model in ("tiny", "tiny-random"):
+        (part,) = (activations / model / "crowd_envent").iterdir()
+        with safe_open(str(part / "layer_2.safetensors"), framework="numpy") as handle:
+            readings[model] = (handle.metadata()["weights"], handle.get_tensor("activations"))
+    assert readings["tiny"][0] == "pretrained" and readings["tiny-random"][0] == "random_init(seed=3)"
+    assert readings["tiny"][1].shape == readings["tiny-random"][1].shape
+    assert abs(readings["tiny"][1] - readings["tiny-random"][1]).max() > 1e-3
+
+
+def test_metrics_hold_control_selectivity_and_both_models(rigour_run):
+    metrics = read_metrics(rigour_run["workdir"])
+    probed = metrics.filter(pl.col("model").is_not_null())
+    assert set(probed["model"]) == {"tiny", "tiny-random"}
+    assert set(probed["probe"]) == {"logreg", "majority", "shuffled", "control", "selectivity"}
+    accuracy = probed.filter(metric="accuracy")
+    for (model, layer), rows in accuracy.group_by("model", "layer"):
+        pooled = dict(rows.select("probe", "pooled").iter_rows())
+        assert pooled["selectivity"] == pytest.approx(pooled["logreg"] - pooled["control"])
+    assert set(probed.filter(probe="selectivity")["metric"]) == {"accuracy"}  # selectivity is of accuracy only
+
+
+def test_report_draws_the_twin_and_the_selectivity(rigour_run):
+    report = rigour_run["workdir"] / "results" / "report"
+    spec = (report / "tiny" / "crowd_envent" / "accuracy_by_layer.html").read_text()
+    assert "tiny-random (random init)" in spec and "control task" in spec
+    for model in ("tiny", "tiny-random"):
+        png = report / model / "crowd_envent" / "selectivity_by_layer.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = pl.read_csv(report / "summary.csv")
+    assert summary["selectivity"].null_count() == 0 and set(summary["model"]) == {"tiny", "tiny-random"}
+
+
+def test_shipped_rigour_config_plans_the_twin_and_the_control(tmp_path):
+    """The README's command, `snakemake --configfile config/rigour.yaml`, dry-run: the config
+    extends the default one with SmolLM2's random-init twin and the control task."""
+    require_smollm2()
+    dry = subprocess.run([SNAKEMAKE, "-n", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
+                          str(REPO / "config" / "config.yaml"), str(REPO / "config" / "rigour.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
+    counts = job_counts(dry.stdout + dry.stderr)
+    assert counts["extract_activations"] == 2 and counts["fit_probe"] == 2 * 31
+    assert "results/report/smollm2-135m-instruct/crowd_envent/selectivity_by_layer.png" in dry.stdout
+    assert "results/activations/smollm2-135m-instruct-random/crowd_envent/" in dry.stdout
