@@ -38,8 +38,10 @@ def test_defaults_are_filled_in():
     config = validate_config(MINIMAL)
     assert config["positions"] == [-1, -2, -3, -4, -5]
     assert config["layers"] == "all" and config["seed"] == 0
-    assert config["probe"] == {"cv_folds": 5, "backend": "torch", "C": 1.0, "max_iter": 1000,
+    assert config["probe"] == {"cv_folds": 5, "shuffled_control": True, "control_task": None,
                                "mem_mb": 4000, "runtime": 60}
+    assert config["probes"] == [{"name": "logreg", "kind": "logreg", "backend": "torch", "C": 1.0, "max_iter": 1000}]
+    assert config["lexical_baseline"] is True
     assert config["models"]["m"]["trust_remote_code"] is False
     assert config["prompt"]["template"] == "zero_shot"
     assert config["extraction"]["dtype"] == "auto"
@@ -49,10 +51,11 @@ def test_model_keys_and_defaults_per_source():
     config = validate_config(with_changes(models={
         "hub": {"source": "hub", "id": "org/model"}, "local": {"source": "local", "path": "/m"},
         "gguf": {"source": "gguf", "id": "org/repo", "file": "m.gguf", "revision": "main", "sha256": "ab" * 32}}))
+    weights = {"random_init": False, "init_seed": 0}
     assert config["models"]["hub"] == {"source": "hub", "id": "org/model", "revision": None, "quantisation": None,
-                                       "trust_remote_code": False}
+                                       "trust_remote_code": False, **weights}
     assert config["models"]["local"] == {"source": "local", "path": "/m", "quantisation": None,
-                                         "trust_remote_code": False}
+                                         "trust_remote_code": False, **weights}
     assert config["models"]["gguf"]["sha256"] == "ab" * 32
     gguf = validate_config(with_changes(models={"g": {"source": "gguf", "path": "m.gguf"}}))["models"]["g"]
     assert gguf["sha256"] is None and gguf["revision"] is None
@@ -110,14 +113,14 @@ def test_shipped_config_is_valid():
     (with_changes(models={"m": {"source": "gguf", "file": "x.gguf"}}), r"'models.m'.*package"),
     (with_changes(models={"m": {"source": "gguf", "id": "org/repo"}}), r"'models.m': source 'gguf' needs more"),
     (with_changes(models={"m": {"source": "local", "path": "/m", "revision": "abc"}}),
-     r"'models.m': 'revision' does not apply to source 'local'. Allowed keys: path, quantisation, source, "
+     r"'models.m': 'revision' does not apply to source 'local'. Allowed keys: init_seed, path, quantisation, random_init, source, "
      r"trust_remote_code\."),
     (with_changes(models={"m": {"source": "local", "path": "/m", "id": "org/model"}}),
      r"'models.m': 'id' does not apply to source 'local'"),
     (with_changes(models={"m": {"source": "local", "path": "/m", "package": "p"}}),
      r"'models.m': 'package' does not apply to source 'local'"),
     (with_changes(models={"m": {"source": "hub", "id": "org/model", "file": "m.gguf"}}),
-     r"'models.m': 'file' does not apply to source 'hub'. Allowed keys: id, quantisation, revision, source, "
+     r"'models.m': 'file' does not apply to source 'hub'. Allowed keys: id, init_seed, quantisation, random_init, revision, source, "
      r"trust_remote_code\."),
     (with_changes(models={"m": {"source": "hub", "id": "org/model", "package": "p"}}),
      r"'models.m': 'package' does not apply to source 'hub'"),
@@ -165,3 +168,33 @@ def test_layers_resolve_against_model_depth():
     assert resolve_layers([3, 0], 3, "m") == [0, 3]
     with pytest.raises(ConfigError, match=r"\[4\] out of range for model 'm'.*0\.\.3"):
         resolve_layers([0, 4], 3, "m")
+
+
+def test_probe_entries_take_their_kind_s_defaults():
+    config = validate_config(with_changes(probes=[{"name": "linear", "kind": "logreg", "C": 0.5},
+                                                  {"name": "mlp32", "kind": "mlp", "hidden": 32, "backend": "sklearn"}]))
+    linear, mlp = config["probes"]
+    assert linear == {"name": "linear", "kind": "logreg", "backend": "torch", "C": 0.5, "max_iter": 1000}
+    assert mlp["hidden"] == 32 and mlp["backend"] == "sklearn" and "C" not in mlp
+    assert mlp["patience"] == 10 and mlp["max_epochs"] == 200  # sklearn's own defaults for its backend
+    torch_mlp = validate_config(with_changes(probes=[{"name": "m", "kind": "mlp"}]))["probes"][0]
+    assert (torch_mlp["hidden"], torch_mlp["patience"], torch_mlp["max_epochs"]) == (256, 3, 20)
+
+
+@pytest.mark.parametrize(("probes", "message"), [
+    ([{"name": "a", "kind": "svm"}], r"probes\[0\]|kind"),
+    ([{"name": "a", "kind": "mlp", "C": 1.0}], r"C"),                      # a key of another kind
+    ([{"name": "a", "kind": "logreg", "hiden": 3}], r"hiden"),             # a typo
+    ([{"name": "a", "kind": "logreg"}, {"name": "a", "kind": "mlp"}], r"\['a'\] appear more than once"),
+    ([{"name": "ridge", "kind": "logreg"}], r"workflow's own baselines"),
+    ([{"name": "Log_reg", "kind": "logreg"}], r"Log_reg"),
+    ([], r"probes"),
+])
+def test_bad_probe_entries_are_named(probes, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(with_changes(probes=probes))
+
+
+def test_old_probe_keys_say_how_to_migrate():
+    with pytest.raises(ConfigError, match=r"probe\.backend, probe\.C moved.*\nprobes:\n  - \{name: logreg, kind: logreg, backend: sklearn, C: 0.5\}"):
+        validate_config(with_changes(probe={"C": 0.5, "backend": "sklearn"}))

@@ -60,10 +60,10 @@ def test_selectivity_is_the_paired_difference_of_probe_and_control_accuracy():
     accuracy = {probe: rows for (probe,), rows in result.scores.filter(metric="accuracy").group_by("probe")}
     predictions = {probe: rows.sort("row") for (probe,), rows in result.predictions.group_by("probe")}
     real = (predictions["logreg"]["predicted"].to_numpy() == y).mean()
-    controlled = (predictions["control"]["predicted"].to_numpy() == control).mean()
-    selectivity = accuracy["selectivity"].sort("fold")
+    controlled = (predictions["logreg_control"]["predicted"].to_numpy() == control).mean()
+    selectivity = accuracy["logreg_selectivity"].sort("fold")
     assert selectivity["pooled"][0] == pytest.approx(real - controlled)
     assert selectivity["ci_low"][0] < real - controlled < selectivity["ci_high"][0]
     assert selectivity["ci_low"][0] > 0.3  # near 1 minus near 1/3
-    fold_difference = (accuracy["logreg"].sort("fold")["value"] - accuracy["control"].sort("fold")["value"])
+    fold_difference = (accuracy["logreg"].sort("fold")["value"] - accuracy["logreg_control"].sort("fold")["value"])
     np.testing.assert_allclose(selectivity["value"].to_numpy(), fold_difference.to_numpy())

@@ -298,8 +298,8 @@ def test_shuffled_label_control_is_at_chance_on_separable_data(backend):
     pooled = dict(accuracy.iter_rows())
     assert pooled["logreg"] > 0.97
     chance = 0.25
-    assert abs(pooled["shuffled"] - chance) < 3 * np.sqrt(chance * (1 - chance) / len(y))
-    assert set(result.predictions.filter(probe="shuffled")["row"]) == set(range(len(y)))
+    assert abs(pooled["logreg_shuffled"] - chance) < 3 * np.sqrt(chance * (1 - chance) / len(y))
+    assert set(result.predictions.filter(probe="logreg_shuffled")["row"]) == set(range(len(y)))
 
 
 def test_a_control_that_still_sees_the_labels_is_reported_as_leakage(monkeypatch):
@@ -309,13 +309,16 @@ def test_a_control_that_still_sees_the_labels_is_reported_as_leakage(monkeypatch
     from emoprobe import probes
 
     X, y = _synthetic(separation=2.0, n_per_class=80)
-    honest = cross_validate_probe(X, y, seed=0, backend="torch", shuffled=True).scores
-    assert probes.leakage(honest) is None
+    folds = assign_folds(np.arange(len(y)), 5, 0, labels=y)
+    majority = probes.majority_rate(y, folds)
+    honest = cross_validate_probe(X, y, seed=0, backend="torch", shuffled=True, folds=folds).scores
+    assert majority == pytest.approx(honest.filter(probe="majority", metric="accuracy")["pooled"][0])
+    assert probes.leakage(honest, majority) is None
     monkeypatch.setattr(probes, "shuffled_within_training", lambda y, folds, seed: np.tile(y, (len(folds), 1)))
-    leaky = cross_validate_probe(X, y, seed=0, backend="torch", shuffled=True).scores
-    message = probes.leakage(leaky)
+    leaky = cross_validate_probe(X, y, seed=0, backend="torch", shuffled=True, folds=folds).scores
+    message = probes.leakage(leaky, majority)
     assert message is not None and "LEAKAGE" in message and "majority-class accuracy" in message
-    assert probes.leakage(leaky.filter(pl.col("probe") != "shuffled")) is None  # no control, no verdict
+    assert probes.leakage(leaky.filter(pl.col("probe") != "logreg_shuffled"), majority) is None  # no control
 
 
 def test_standardiser_learns_from_the_training_rows_only():

@@ -76,7 +76,7 @@ def test_adding_a_layer_extracts_and_probes_only_that_layer(done):
     assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 1, **TAIL}
     assert "activations/tiny/crowd_envent/layers_3.positions_-1" in dry.stdout
     probes = dry.stdout.split("rule aggregate")[0]
-    assert "layer_3/positions_-1.parquet" in probes and "layer_2/positions_-1.parquet" not in probes
+    assert "layer_3/positions_-1.logreg.parquet" in probes and "layer_2/positions_-1.logreg.parquet" not in probes
 
 
 def test_adding_a_position_extracts_and_probes_only_that_position(done):
@@ -84,7 +84,7 @@ def test_adding_a_position_extracts_and_probes_only_that_position(done):
     dry = run_snakemake(done["workdir"], config, "-n")
     assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 3, **TAIL}
     probes = dry.stdout.split("rule aggregate")[0]
-    assert "layer_0/positions_-2.parquet" in probes and "positions_-1.parquet" not in probes
+    assert "layer_0/positions_-2.logreg.parquet" in probes and "positions_-1.logreg.parquet" not in probes
 
 
 def test_adding_a_layer_and_a_position_together(done):
@@ -127,7 +127,7 @@ def test_added_layer_then_full_run_reuses_every_part(done, tmp_path):
 
 
 def test_probe_setting_reruns_probes_not_extraction(done):
-    config = changed(done["config"], "probe.C", 0.5)
+    config = changed(done["config"], "probes", [{"name": "logreg", "kind": "logreg", "C": 0.5}])
     assert planned(done, config) == {"fit_probe": 3, **TAIL}
 
 

@@ -1,6 +1,6 @@
-"""End-to-end run with the heavier controls: a tiny model and its random-init twin, the control
-task and selectivity, beside the lexical baseline and the shuffled-label control; and the shipped
-config/rigour.yaml planned on the real SmolLM2."""
+"""End-to-end run with the heavier controls: a tiny model and its random-init twin, two probes
+(logistic and MLP), the control task and selectivity, beside the lexical baseline and the
+shuffled-label control; and the shipped config/rigour.yaml planned on the real SmolLM2."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def rigour_run(tmp_path_factory):
         "data_dir": str(SHARED_DATA),
         "positions": [-1],
         "probe": {"cv_folds": 3, "control_task": "first_word"},
+        "probes": [{"name": "logreg", "kind": "logreg"}, {"name": "mlp", "kind": "mlp", "hidden": 16, "max_epochs": 3}],
         "models": {"tiny": {"source": "local", "path": model},
                    "tiny-random": {"source": "local", "path": model, "random_init": True, "init_seed": 3}},
         "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 6}},
@@ -37,7 +38,7 @@ def rigour_run(tmp_path_factory):
 
 def test_jobs_per_rule(rigour_run):
     assert job_counts(rigour_run["dry"].stdout + rigour_run["dry"].stderr) == {
-        "prepare_dataset": 1, "extract_activations": 2, "fit_probe": 2 * LAYERS, "lexical_baseline": 1,
+        "prepare_dataset": 1, "extract_activations": 2, "fit_probe": 2 * 2 * LAYERS, "lexical_baseline": 1,
         "compare_with_lexical": 2, "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 
@@ -57,12 +58,16 @@ def test_metrics_hold_control_selectivity_and_both_models(rigour_run):
     metrics = read_metrics(rigour_run["workdir"])
     probed = metrics.filter(pl.col("model").is_not_null())
     assert set(probed["model"]) == {"tiny", "tiny-random"}
-    assert set(probed["probe"]) == {"logreg", "majority", "shuffled", "control", "selectivity"}
+    assert set(probed["probe"]) == {"majority"} | {f"{probe}{control}" for probe in ("logreg", "mlp")
+                                                   for control in ("", "_shuffled", "_control", "_selectivity")}
     accuracy = probed.filter(metric="accuracy")
     for (model, layer), rows in accuracy.group_by("model", "layer"):
         pooled = dict(rows.select("probe", "pooled").iter_rows())
-        assert pooled["selectivity"] == pytest.approx(pooled["logreg"] - pooled["control"])
-    assert set(probed.filter(probe="selectivity")["metric"]) == {"accuracy"}  # selectivity is of accuracy only
+        for probe in ("logreg", "mlp"):
+            assert pooled[f"{probe}_selectivity"] == pytest.approx(pooled[probe] - pooled[f"{probe}_control"])
+    assert set(probed.filter(probe="logreg_selectivity")["metric"]) == {"accuracy"}  # selectivity is of accuracy only
+    vs = pl.read_parquet(rigour_run["workdir"] / "results" / "metrics" / "vs_lexical.parquet")
+    assert set(vs["probe"]) == {"logreg", "mlp"} and vs.height == 2 * 2 * LAYERS
 
 
 def test_report_draws_the_twin_and_the_selectivity(rigour_run):
@@ -70,10 +75,13 @@ def test_report_draws_the_twin_and_the_selectivity(rigour_run):
     spec = (report / "tiny" / "crowd_envent" / "accuracy_by_layer.html").read_text()
     assert "tiny-random (random init)" in spec and "control task" in spec
     for model in ("tiny", "tiny-random"):
-        png = report / model / "crowd_envent" / "selectivity_by_layer.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for chart in ("selectivity_by_layer", "probes_by_layer"):
+            png = report / model / "crowd_envent" / f"{chart}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '"mlp"' in (report / "tiny" / "crowd_envent" / "probes_by_layer.html").read_text()
     summary = pl.read_csv(report / "summary.csv")
     assert summary["selectivity"].null_count() == 0 and set(summary["model"]) == {"tiny", "tiny-random"}
+    assert summary.filter(pl.col("model") == "tiny")["probe"].to_list() == ["logreg", "mlp"]
 
 
 def test_shipped_rigour_config_plans_the_twin_and_the_control(tmp_path):
@@ -85,6 +93,7 @@ def test_shipped_rigour_config_plans_the_twin_and_the_control(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     counts = job_counts(dry.stdout + dry.stderr)
-    assert counts["extract_activations"] == 2 and counts["fit_probe"] == 2 * 31
+    assert counts["extract_activations"] == 2 and counts["fit_probe"] == 2 * 2 * 31  # models x probes x layers
     assert "results/report/smollm2-135m-instruct/crowd_envent/selectivity_by_layer.png" in dry.stdout
     assert "results/activations/smollm2-135m-instruct-random/crowd_envent/" in dry.stdout
+    assert "layer_30/positions_-5to-1.mlp.parquet" in dry.stdout

@@ -73,7 +73,7 @@ def test_metrics_table_is_tidy(finished_run):
     probed = metrics.filter(pl.col("model").is_not_null())
     assert set(probed["dtype"]) == {"float32"}  # CPU extraction
     assert probed.height == 4 * len(POSITIONS) * 3 * 3  # layers x positions x probes x metrics
-    assert set(probed["probe"]) == {"logreg", "majority", "shuffled"}
+    assert set(probed["probe"]) == {"logreg", "majority", "logreg_shuffled"}
     # The lexical baseline reads no model: one row per metric, model, layer, position and dtype null.
     lexical = metrics.filter(pl.col("model").is_null())
     assert lexical.height == 3 and set(lexical["probe"]) == {"lexical"} and set(lexical["dataset"]) == {"crowd_envent"}
@@ -94,7 +94,7 @@ def test_held_out_predictions_back_the_pooled_scores(finished_run):
     results = finished_run["workdir"] / "results"
     labels = pl.read_parquet(results / "data" / "crowd_envent.parquet")["label_id"].to_numpy()
     metrics = read_metrics(finished_run["workdir"]).filter(pl.col("metric") == "accuracy")
-    files = sorted((results / "probes" / "tiny-llama" / "crowd_envent").glob("layer_*/*.predictions.parquet"))
+    files = sorted((results / "probes" / "tiny-llama" / "crowd_envent").glob("layer_*/*.logreg.predictions.parquet"))
     assert len(files) == 4
     for path in files:
         predictions = pl.read_parquet(path)
@@ -164,7 +164,7 @@ def test_lexical_baseline_sees_the_probes_test_rows(finished_run):
                           "difference", "ci_low", "ci_high", "n_rows", "beats_lexical"]
     assert vs.height == 4 * len(POSITIONS) and set(vs["probe"]) == {"logreg"} and set(vs["n_rows"]) == {78}
     words_right = lexical.sort("row")["predicted"].to_numpy() == labels
-    for path in sorted((results / "probes" / "tiny-llama" / "crowd_envent").glob("layer_*/*.predictions.parquet")):
+    for path in sorted((results / "probes" / "tiny-llama" / "crowd_envent").glob("layer_*/*.logreg.predictions.parquet")):
         layer = int(path.parent.name.removeprefix("layer_"))
         for (position,), group in pl.read_parquet(path).filter(probe="logreg").group_by("position"):
             assert group.select("row", "fold").sort("row").equals(folds_of)

@@ -71,6 +71,7 @@ def test_classification_and_ridge_jobs_per_dataset(dataset_run):
     probes = dataset_run["workdir"] / "results" / "probes" / "tiny"
     # scores and held-out predictions of both kinds: .parquet, .ridge.parquet, and their .predictions
     assert len(list(probes.glob("appraisals/layer_*/positions_*.parquet"))) == 4 * len(LAYERS)
+    assert len(list(probes.glob("appraisals/layer_*/positions_*.logreg.parquet"))) == len(LAYERS)
     assert len(list(probes.glob("appraisals/layer_*/positions_*.ridge.predictions.parquet"))) == len(LAYERS)
     assert not list(probes.glob("mine/layer_*/positions_*[0-9].parquet"))
 
@@ -96,7 +97,7 @@ def test_metrics_rows_per_target(dataset_run):
     rows = {(d, t, p, m): n for d, t, p, m, n in
             metrics.group_by("dataset", "target", "probe", "metric").len().iter_rows()}
     class_metrics = ("accuracy", "balanced_accuracy", "macro_f1")
-    classification = {("appraisals", "label", probe, metric): sweep for probe in ("logreg", "majority", "shuffled")
+    classification = {("appraisals", "label", probe, metric): sweep for probe in ("logreg", "majority", "logreg_shuffled")
                       for metric in class_metrics}
     targets = [(dataset, target) for dataset, names in (("appraisals", APPRAISALS), ("mine", ["valence"]))
                for target in names]
@@ -188,7 +189,7 @@ def test_regression_report(dataset_run):
 
 
 def test_a_classification_setting_reruns_no_ridge_job(dataset_run):
-    config = dataset_run["config"] | {"probe": {"cv_folds": 3, "C": 0.5}}
+    config = dataset_run["config"] | {"probes": [{"name": "logreg", "kind": "logreg", "C": 0.5}]}
     dry = run_snakemake(dataset_run["workdir"], config, "-n")
     assert job_counts(dry.stdout + dry.stderr) == {"fit_probe": len(LAYERS), "compare_with_lexical": 1,
                                                    "aggregate_metrics": 1, "build_report": 1, "all": 1}

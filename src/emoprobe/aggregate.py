@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import polars as pl
 
 from .compare import layer_ranges
 from .errors import EmoprobeError
+from .registry import control_name
 
 KEYS = ["model", "dataset", "target", "layer", "position", "probe", "metric"]
 DESCRIPTIVE = ["n_layers", "n_classes", "dtype"]
 INTERVAL = ["pooled", "ci_low", "ci_high"]  # the same on every fold row of a (keys) group
 
-# Each fitted probe, the metric the summary ranks layers by, and the trivial baseline probe whose
-# score on that metric is the floor: the training folds' majority class, or their mean (R2 about 0).
-SCORED = {"logreg": ("accuracy", "majority"), "ridge": ("r2", "mean")}
+def scored(classifiers: Sequence[str] = ("logreg",)) -> dict[str, tuple[str, str]]:
+    """Each fitted probe (the classification probes `classifiers`, and ridge), the metric the
+    summary ranks layers by, and the trivial baseline probe whose score on that metric is the
+    floor: the training folds' majority class, or their mean (R2 about 0)."""
+    return dict.fromkeys(classifiers, ("accuracy", "majority")) | {"ridge": ("r2", "mean")}
 
 SUMMARY_SCHEMA = {
     "model": pl.String, "dataset": pl.String, "target": pl.String, "probe": pl.String,
@@ -94,8 +97,9 @@ def majority_rate(metrics: pl.DataFrame, metric: str = "accuracy") -> pl.DataFra
     return baseline_rate(metrics, "majority", metric, "majority")
 
 
-def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Per (model, dataset, target) and fitted probe: the best (layer, position) by the probe's
+def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.DataFrame | None = None,
+              classifiers: Sequence[str] = ("logreg",)) -> pl.DataFrame:
+    """Per (model, dataset, target) and fitted probe (`classifiers`, ridge): the best (layer, position) by the probe's
     score metric (accuracy, or R2 for ridge), the score there (and the 95% bootstrap CI of its
     pooled held-out score, which does not account for the pick), the first layer within `tolerance`
     of it at that position, the floor (majority-class accuracy, or the mean predictor's R2),
@@ -111,7 +115,7 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
     it: an optimistic pick, not a held-out one. Ties go to the earlier layer, then to the
     position nearest the end."""
     rows = []
-    for probe, (metric, baseline) in SCORED.items():
+    for probe, (metric, baseline) in scored(classifiers).items():
         scores = select(metrics, probe, metric)
         floors = {(model, dataset, target): floor for model, dataset, target, floor
                   in baseline_rate(metrics, baseline, metric, "floor").iter_rows()}
@@ -124,8 +128,8 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
             plateau = at_position.filter(pl.col("mean") >= best["mean"] - tolerance)["layer"].min()
             cell = {"model": model, "dataset": dataset, "target": target, "layer": best["layer"],
                     "position": best["position"]}
-            shuffled = select(metrics, "shuffled", metric).filter(**cell)["mean"]
-            selectivity = select(metrics, "selectivity", metric).filter(**cell)
+            shuffled = select(metrics, control_name(probe, "shuffled"), metric).filter(**cell)["mean"]
+            selectivity = select(metrics, control_name(probe, "selectivity"), metric).filter(**cell)
             words = lexical.get((dataset, target), {})
             rows.append({
                 "model": model, "dataset": dataset, "target": target, "probe": probe, "score_metric": metric,

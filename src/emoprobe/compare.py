@@ -16,8 +16,8 @@ import polars as pl
 from . import bootstrap
 from .errors import EmoprobeError
 
-# The probes compared with the lexical baseline and the metric each is compared on.
-COMPARED = {"logreg": "accuracy", "ridge": "r2"}
+# The metric each kind of probe is compared on: the classification probes' and ridge's.
+CLASSIFICATION_METRIC, REGRESSION_METRIC = "accuracy", "r2"
 
 COMPARISON_SCHEMA = {
     "model": pl.String, "dataset": pl.String, "target": pl.String, "layer": pl.Int64, "position": pl.Int64,
@@ -28,9 +28,11 @@ COMPARISON_SCHEMA = {
 
 
 def compare_with_lexical(probe_predictions: pl.DataFrame, lexical_predictions: pl.DataFrame,
-                         truth: dict[str, np.ndarray], seed: int = 0) -> pl.DataFrame:
-    """Rows of COMPARISON_SCHEMA but model and dataset, one per (target, layer, position, probe
-    in COMPARED).
+                         truth: dict[str, np.ndarray], classifiers: Sequence[str] = ("logreg",),
+                         seed: int = 0) -> pl.DataFrame:
+    """Rows of COMPARISON_SCHEMA but model and dataset, one per (target, layer, position, probe),
+    for the classification probes `classifiers` (on accuracy) and ridge (on R2); their baselines
+    and controls are not compared.
 
     probe_predictions: held-out predictions with columns layer, position, row, probe, predicted
     and, for numeric targets, target; lexical_predictions: the lexical baseline's (row,
@@ -41,7 +43,8 @@ def compare_with_lexical(probe_predictions: pl.DataFrame, lexical_predictions: p
         probe_predictions = probe_predictions.with_columns(target=pl.lit("label"))
     if "target" not in lexical_predictions.columns:
         lexical_predictions = lexical_predictions.with_columns(target=pl.lit("label"))
-    probe_predictions = probe_predictions.filter(pl.col("probe").is_in(list(COMPARED)))
+    compared = dict.fromkeys(classifiers, CLASSIFICATION_METRIC) | {"ridge": REGRESSION_METRIC}
+    probe_predictions = probe_predictions.filter(pl.col("probe").is_in(list(compared)))
     lexical = {target: group.sort("row") for (target,), group in lexical_predictions.group_by("target")}
     rows = []
     for (target, layer, position, probe), group in probe_predictions.group_by(
@@ -52,7 +55,7 @@ def compare_with_lexical(probe_predictions: pl.DataFrame, lexical_predictions: p
             raise EmoprobeError(f"the lexical baseline's held-out rows for target {target!r} differ from the "
                                 f"{probe} probe's at layer {layer}, position {position}: they were fitted on "
                                 "different folds (another seed, cv_folds or prepared table); rerun both.")
-        metric = COMPARED[probe]
+        metric = compared[probe]
         y = truth[target][group["row"].to_numpy()]
         a, b = group["predicted"].to_numpy(), words["predicted"].to_numpy()
         difference, low, high = bootstrap.paired_difference_ci(y, a, b, metric, seed=seed)

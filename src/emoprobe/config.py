@@ -104,11 +104,20 @@ def fill_defaults(config: dict) -> None:
     validate(config, str(SCHEMA_PATH), set_default=True)
 
 
+_MOVED_PROBE_KEYS = ("backend", "C", "max_iter")  # probe.<key> until the `probes` list
+
+
 def validate_config(config: dict) -> dict:
     """Return a validated copy of `config` with defaults filled in; raise ConfigError."""
     config = copy.deepcopy(dict(config))
+    if moved := [key for key in _MOVED_PROBE_KEYS if key in (config.get("probe") or {})]:
+        settings = ", ".join(f"{key}: {config['probe'][key]}" for key in moved)
+        raise ConfigError(f"config keys {', '.join('probe.' + key for key in moved)} moved into the `probes` list "
+                          f"(one entry per probe); remove them from `probe:` and write instead:\n"
+                          f"probes:\n  - {{name: logreg, kind: logreg, {settings}}}")
     check_schema(config, load_schema())
     fill_defaults(config)
+    config["probes"] = _check_probes(config["probes"])
     resolve_template(config["prompt"]["template"])
     for name, spec in config["models"].items():
         _check_model_spec(name, spec)
@@ -139,6 +148,20 @@ def _check_model_spec(name: str, spec: dict) -> None:
     if spec["revision"] is not None and "id" not in spec:
         raise ConfigError(f"config key 'models.{name}': `revision` applies only with `id` (a Hub repository); "
                           "remove `revision`.")
+
+
+def _check_probes(entries: list[dict]) -> list[dict]:
+    """Unique, unreserved probe names; each entry with its kind's defaults."""
+    from .registry import RESERVED, with_defaults
+
+    names = [entry["name"] for entry in entries]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ConfigError(f"config key 'probes': the name(s) {repeated} appear more than once; give each entry its "
+                          "own name (it is the probe's value in the metrics table and its output paths).")
+    if reserved := [name for name in names if name in RESERVED]:
+        raise ConfigError(f"config key 'probes': the name(s) {reserved} are the workflow's own baselines "
+                          f"({', '.join(RESERVED)}); rename the entry.")
+    return [with_defaults(entry) for entry in entries]
 
 
 _WEIGHTS_KEYS = ("random_init", "init_seed", "quantisation")  # what a random-init twin may change

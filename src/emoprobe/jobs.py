@@ -178,29 +178,37 @@ def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | 
 
 
 def fit_probe(smk) -> None:
+    """One `probes` entry at one layer and each of the job's positions, with its controls (and,
+    in the first entry's jobs, the majority baseline)."""
     from .controls import control_labels
-    from .probes import cross_validate_probe, leakage
+    from .probes import cross_validate_probe, leakage, majority_rate
 
     p = smk.params
+    entry = dict(p.probe)
+    name, kind = entry.pop("name"), entry.pop("kind")
     table, metadata, activations = _probe_inputs(smk)
     y = table["label_id"].to_numpy()
     folds = _job_folds(table, p.official_split, p.cv_folds, p.seed, labels=y)
     control = control_labels(p.control_task, table["text"].to_list(), y, p.seed) if p.control_task else None
+    majority = majority_rate(y, folds)
 
     def fit(X):
-        result = cross_validate_probe(X, y, seed=p.seed, C=p.C, max_iter=p.max_iter, backend=p.backend, folds=folds,
-                                      shuffled=p.shuffled_control, control=control)
+        result = cross_validate_probe(X, y, seed=p.seed, folds=folds, groups=table["text"].to_numpy(),
+                                      shuffled=p.shuffled_control, control=control, name=name, kind=kind,
+                                      majority=p.majority, **entry)
         return result._replace(scores=result.scores.with_columns(target=pl.lit("label")))
 
     def summarise(scores):
-        if warning := leakage(scores):
+        if warning := leakage(scores, majority, name):
             log.warning("%s", warning)
         pooled = {probe: scores.filter((pl.col("probe") == probe) & (pl.col("metric") == "accuracy"))
                   for probe in scores["probe"].unique(maintain_order=True)}
-        accuracy = pooled["logreg"]
-        return (f"accuracy {accuracy['value'].mean():.3f} +- {accuracy['value'].std() or 0.0:.3f} over folds, "
+        accuracy = pooled[name]
+        others = [probe for probe in pooled if probe != name]
+        return (f"{name} accuracy {accuracy['value'].mean():.3f} +- {accuracy['value'].std() or 0.0:.3f} over folds, "
                 f"pooled {accuracy['pooled'][0]:.3f} (95% CI {accuracy['ci_low'][0]:.3f}-{accuracy['ci_high'][0]:.3f})"
-                + "".join(f"; {probe} {rows['pooled'][0]:.3f}" for probe, rows in pooled.items() if probe != "logreg"))
+                f"; majority rate {majority:.3f}"
+                + "".join(f"; {probe} {pooled[probe]['pooled'][0]:.3f}" for probe in others))
 
     _fit_each_position(smk, activations, metadata, table["label_id"].n_unique(), fit, summarise)
 
@@ -275,7 +283,8 @@ def compare_with_lexical(smk) -> None:
         files = [f for f, k in zip(probe_predictions, smk.params.kinds) if k == kind]
         if files:
             lexical = pl.read_parquet(getattr(smk.input, f"lexical_{kind}"))
-            comparisons.append(compare(pl.concat(files, how="diagonal"), lexical, truth, smk.params.seed))
+            comparisons.append(compare(pl.concat(files, how="diagonal"), lexical, truth, smk.params.classifiers,
+                                       smk.params.seed))
     result = pl.concat(comparisons, how="diagonal").select(
         pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"), pl.all())
     beats = result.filter("beats_lexical")
@@ -308,5 +317,5 @@ def build_report(smk) -> None:
 
     metrics = pl.read_parquet(smk.input.metrics)
     index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance,
-                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins)
+                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers)
     log.info("report written to %s", index)

@@ -85,19 +85,17 @@ def _most_probable(classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
     return classes[np.nan_to_num(proba, nan=-1.0).argmax(-1)]
 
 
-BACKENDS = ("sklearn", "torch")
-
-
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: int = 0,
-                         C: float = 1.0, max_iter: int = 1000, backend: str = "sklearn",
                          groups: np.ndarray | None = None, folds: Folds | None = None,
-                         shuffled: bool = False, control: np.ndarray | None = None) -> CrossValidation:
-    """Held-out scores and predictions of the logistic probe and of the train-fold majority class;
-    with `shuffled` also of the shuffled-label control ("shuffled": the same probe fitted on
-    folds.shuffled_within_training's labels, scored on the true test labels); with `control`
-    (control-task labels [N], see emoprobe.controls) the same probe fitted and scored on those
-    ("control") and "selectivity": logreg accuracy minus control accuracy, per fold and pooled,
-    with a paired bootstrap CI over the rows.
+                         shuffled: bool = False, control: np.ndarray | None = None, name: str = "logreg",
+                         kind: str = "logreg", majority: bool = True, **settings) -> CrossValidation:
+    """Held-out scores and predictions of one probe (`kind` from emoprobe.registry with `settings`
+    over its defaults, e.g. backend="sklearn", C=0.5; `name` its probe value) and, with
+    `majority`, of the train-fold majority class. With `shuffled` also the shuffled-label control
+    (<name>_shuffled: the same probe fitted on folds.shuffled_within_training's labels, scored on
+    the true test labels); with `control` (control-task labels [N], see emoprobe.controls) the
+    same probe fitted and scored on those (<name>_control) and <name>_selectivity: its accuracy
+    minus the control's, per fold and pooled, with a paired bootstrap CI over the rows.
 
     Scores: per fold (probe, fold, metric, value), each row with the metric on the pooled
     out-of-fold predictions and its seeded bootstrap CI (pooled, ci_low, ci_high; see
@@ -107,81 +105,97 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
     assign_folds' stratified k-fold, rows with equal `groups` (the texts; by default every row
     its own) in one fold; pass (train, test) pairs for an official split.
     """
+    from .registry import control_name, probabilities
+
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
     check_probe_inputs(X, y)
     if folds is None:
         folds = assign_folds(np.arange(len(y)) if groups is None else groups, cv_folds, seed, labels=y)
-    if backend not in BACKENDS:
-        raise ValueError(f"probe backend {backend!r} is not one of {BACKENDS}")
 
     def fitted(labels, fold_labels=None):
-        if backend == "sklearn":
-            return proba_sklearn(X, labels, folds, C, max_iter, seed, fold_labels)
-        return proba_torch(X, labels, folds, C, max_iter, fold_labels=fold_labels)[0]
+        return probabilities(kind, settings, X, labels, folds, seed, groups, fold_labels)
 
-    classes = np.unique(y)
-    prior = np.full((len(y), len(classes)), np.nan)  # the majority baseline: the training rows' label shares
-    for train, test in folds:
-        prior[test] = (y[train][:, None] == classes).mean(0)
-    fits = {"logreg": (y, fitted(y)), "majority": (y, prior)}  # probe -> (its true labels, probabilities)
+    fits = {name: (y, fitted(y))}  # probe -> (its true labels, probabilities)
+    if majority:  # the training rows' label shares
+        classes = np.unique(y)
+        prior = np.full((len(y), len(classes)), np.nan)
+        for train, test in folds:
+            prior[test] = (y[train][:, None] == classes).mean(0)
+        fits["majority"] = (y, prior)
     if shuffled:
-        fits["shuffled"] = (y, fitted(y, shuffled_within_training(y, folds, seed)))
+        fits[control_name(name, "shuffled")] = (y, fitted(y, shuffled_within_training(y, folds, seed)))
     if control is not None:
         control = np.asarray(control)
         check_probe_inputs(X, control)
-        fits["control"] = (control, fitted(control))
+        fits[control_name(name, "control")] = (control, fitted(control))
     scores, predictions = [], []
-    for name, (truth, proba) in fits.items():
+    for probe, (truth, proba) in fits.items():
         truth_classes = np.unique(truth)
         predicted = _most_probable(truth_classes, proba)
         p_true = proba[np.arange(len(y)), np.searchsorted(truth_classes, truth)]
-        scores.append(fold_scores(truth, predicted, folds, name))
-        predictions.append(held_out(folds, name, predicted=predicted, p_true=p_true))
+        scores.append(fold_scores(truth, predicted, folds, probe))
+        predictions.append(held_out(folds, probe, predicted=predicted, p_true=p_true))
     predictions = pl.concat(predictions).sort("probe", "row")
     scores = with_intervals(pl.concat(scores), predictions, lambda group: fits[group["probe"]][0][group["row"]], seed)
     if control is not None:
-        scores = pl.concat([scores, _selectivity(scores, predictions, y, control, seed)])
+        scores = pl.concat([scores, _selectivity(scores, predictions, y, control, name, seed)])
     return CrossValidation(scores, predictions)
 
 
-def _selectivity(scores: pl.DataFrame, predictions: pl.DataFrame, y: np.ndarray, control: np.ndarray,
+def _selectivity(scores: pl.DataFrame, predictions: pl.DataFrame, y: np.ndarray, control: np.ndarray, name: str,
                  seed: int) -> pl.DataFrame:
-    """Probe "selectivity", metric accuracy: logreg minus control accuracy per fold; pooled, the
-    difference of the pooled accuracies with its paired bootstrap CI (both scored on each
-    resample's rows, each against its own labels)."""
+    """Probe <name>_selectivity, metric accuracy: the probe's minus its control's accuracy per
+    fold; pooled, the difference of the pooled accuracies with its paired bootstrap CI (both
+    scored on each resample's rows, each against its own labels)."""
+    from .registry import control_name
+
     accuracy = scores.filter(metric="accuracy")
-    per_fold = (accuracy.filter(probe="logreg").select("fold", "value")
-                .join(accuracy.filter(probe="control").select("fold", pl.col("value").alias("control")), on="fold"))
+    controlled = control_name(name, "control")
+    per_fold = (accuracy.filter(probe=name).select("fold", "value")
+                .join(accuracy.filter(probe=controlled).select("fold", pl.col("value").alias("control")), on="fold"))
     right = {probe: (rows["predicted"].to_numpy() == truth[rows["row"].to_numpy()]).astype(int)
-             for probe, truth in (("logreg", y), ("control", control))
+             for probe, truth in ((name, y), (controlled, control))
              for rows in [predictions.filter(probe=probe)]}
-    pooled, low, high = bootstrap.paired_difference_ci(np.ones_like(right["logreg"]), right["logreg"],
-                                                       right["control"], "accuracy", seed=seed)
-    return per_fold.select(pl.lit("selectivity").alias("probe"), "fold", pl.lit("accuracy").alias("metric"),
-                           (pl.col("value") - pl.col("control")).alias("value"), pl.lit(pooled).alias("pooled"),
-                           pl.lit(low).alias("ci_low"), pl.lit(high).alias("ci_high"))
+    pooled, low, high = bootstrap.paired_difference_ci(np.ones_like(right[name]), right[name], right[controlled],
+                                                       "accuracy", seed=seed)
+    return per_fold.select(pl.lit(control_name(name, "selectivity")).alias("probe"), "fold",
+                           pl.lit("accuracy").alias("metric"), (pl.col("value") - pl.col("control")).alias("value"),
+                           pl.lit(pooled).alias("pooled"), pl.lit(low).alias("ci_low"), pl.lit(high).alias("ci_high"))
 
 
-def leakage(scores: pl.DataFrame, level: float = 0.95) -> str | None:
-    """A warning when the shuffled-label control's accuracy lies clearly above the majority-class
-    accuracy: no predictor independent of the labels beats that rate in expectation, so the
-    probe would be seeing the test labels some other way. None otherwise (and without a
-    "shuffled" probe, or with a single test fold).
+def majority_rate(y: np.ndarray, folds: Folds) -> float:
+    """Pooled accuracy of predicting each fold's training majority class (ties: the smallest
+    label, as the majority probe) on its test rows."""
+    y = np.asarray(y)
+    right = 0
+    for train, test in folds:
+        values, counts = np.unique(y[train], return_counts=True)
+        right += int((y[test] == values[counts.argmax()]).sum())
+    return right / sum(len(test) for _, test in folds)
+
+
+def leakage(scores: pl.DataFrame, majority: float, name: str = "logreg", level: float = 0.95) -> str | None:
+    """A warning when probe `name`'s shuffled-label control's accuracy lies clearly above the
+    majority-class accuracy: no predictor independent of the labels beats that rate in
+    expectation, so the probe would be seeing the test labels some other way. None otherwise
+    (and without the control, or with a single test fold).
 
     "Clearly": the mean over folds exceeds the majority rate by more than Student's t (at
     `level`, two-sided) times its standard error over folds. Each fold's control is fitted on
     its own permutation, so the spread over folds carries the permutation's randomness, which
     the row bootstrap of the pooled score does not: a probe fitted on random labels maps whole
     regions of the activation space to one class, and by luck a region can match its true class.
+    `majority`: majority_rate of the job's labels and folds.
     """
     from scipy.stats import t
 
+    from .registry import control_name
+
     accuracy = scores.filter(pl.col("metric") == "accuracy")
-    control = accuracy.filter(probe="shuffled")["value"].to_numpy()
+    control = accuracy.filter(probe=control_name(name, "shuffled"))["value"].to_numpy()
     if len(control) < 2:
         return None
-    majority = accuracy.filter(probe="majority")["pooled"][0]
     margin = t.ppf((1 + level) / 2, len(control) - 1) * control.std(ddof=1) / np.sqrt(len(control))
     if control.mean() - majority <= margin:
         return None

@@ -9,7 +9,8 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from .aggregate import SCORED, majority_rate, select, summarise
+from .aggregate import majority_rate, scored, select, summarise
+from .registry import control_name
 
 alt.data_transformers.disable_max_rows()
 
@@ -72,7 +73,7 @@ def _baselines(metrics: pl.DataFrame) -> pl.DataFrame:
     classification = metrics.filter(pl.col("target") == "label")
     majority = (majority_rate(classification).drop("target").rename({"majority": "value"})
                 .with_columns(baseline=pl.lit("majority class")))
-    chance = (select(classification, "logreg").group_by("model", "dataset")
+    chance = (select(classification, "majority").group_by("model", "dataset")
               .agg((1.0 / pl.col("n_classes").first()).alias("value")).with_columns(baseline=pl.lit("chance")))
     return pl.concat([majority.select(chance.columns), chance])
 
@@ -86,26 +87,27 @@ def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
 
 
 def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str,
-                      twins: Sequence[str] = ()) -> alt.LayerChart:
+                      twins: Sequence[str] = (), probe: str = "logreg") -> alt.LayerChart:
     """Held-out accuracy by layer (mean over folds), one line per position, band = the 95% bootstrap
     CI of the pooled held-out accuracy; with the lexical baseline (line and CI band), and at the
     position nearest the end the shuffled-label control (dotted), the control task (dashed), the
-    random-init `twins` (long dashes, with their CI band); majority and chance."""
+    random-init `twins` (long dashes, with their CI band); majority and chance. `probe`: the
+    classification probe drawn."""
     of = _of(metrics, model, dataset)
-    data = _scores(of)
+    data = _scores(of, probe)
     positions = sorted(data["position"].unique().to_list(), reverse=True)
     base = alt.Chart(data).encode(color=alt.Color("position:N", title="position", sort=positions))
     layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(of))]
     legend = [f"line: mean over folds; {CI_BAND}"]
-    for probe, colour, dash, label in (("shuffled", "gray", [2, 2], "dotted gray: shuffled-label control"),
-                                       ("control", "purple", [6, 2], "dashed purple: control task, on its own labels")):
-        control = _scores(of, probe).filter(pl.col("position") == positions[0])
+    for kind, colour, dash, label in (("shuffled", "gray", [2, 2], "dotted gray: shuffled-label control"),
+                                      ("control", "purple", [6, 2], "dashed purple: control task, on its own labels")):
+        control = _scores(of, control_name(probe, kind)).filter(pl.col("position") == positions[0])
         if control.height:
             layers.append(alt.Chart(control).mark_line(color=colour, strokeDash=dash).encode(
-                x="layer:Q", y="mean:Q", tooltip=["layer", alt.Tooltip("mean:Q", format=".3f", title=probe)]))
+                x="layer:Q", y="mean:Q", tooltip=["layer", alt.Tooltip("mean:Q", format=".3f", title=kind)]))
             legend.append(f"{label} (position {positions[0]})")
     for twin in twins:
-        random = _scores(_of(metrics, twin, dataset)).filter(pl.col("position") == positions[0]).with_columns(
+        random = _scores(_of(metrics, twin, dataset), probe).filter(pl.col("position") == positions[0]).with_columns(
             twin=pl.lit(f"{twin} (random init)"))
         base = alt.Chart(random).encode(x="layer:Q")
         layers += [base.mark_area(opacity=0.1, color="darkorange").encode(y="low:Q", y2="high:Q"),
@@ -117,14 +119,32 @@ def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str
         layers.append(_lexical_layer(lexical))
         legend.append("dash-dot: lexical baseline (TF-IDF of the text alone) with its CI")
     return alt.layer(*layers).properties(
-        title={"text": f"{model} on {dataset}", "subtitle": ["; ".join(legend), *([note] if note else [])]},
-        width=520, height=300)
+        title={"text": f"{model} on {dataset}: {probe} accuracy by layer",
+               "subtitle": ["; ".join(legend), *([note] if note else [])]}, width=520, height=300)
 
 
-def selectivity_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
+def probes_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, classifiers: Sequence[str],
+                    note: str) -> alt.LayerChart:
+    """Linear against non-linear: every classification probe's accuracy by layer at `position`
+    (mean over folds, band = 95% bootstrap CI), with the lexical baseline."""
+    of = _of(metrics, model, dataset)
+    data = pl.concat([_scores(of, probe) for probe in classifiers]).filter(pl.col("position") == position)
+    base = alt.Chart(data).encode(color=alt.Color("probe:N", title="probe", sort=list(classifiers)))
+    layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(of))]
+    lexical = _lexical(metrics, dataset, "accuracy", data["layer"].to_list())
+    if lexical.height:
+        layers.append(_lexical_layer(lexical))
+    return alt.layer(*layers).properties(
+        title={"text": f"{model} on {dataset}: probes compared at position {position}",
+               "subtitle": [f"line: mean over folds; {CI_BAND}; dash-dot: lexical baseline with its CI",
+                            *([note] if note else [])]}, width=520, height=300)
+
+
+def selectivity_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str,
+                         probe: str = "logreg") -> alt.LayerChart:
     """Selectivity (probe accuracy minus control-task accuracy, Hewitt & Liang 2019) by layer, one
     line per position (mean over folds), band = its paired 95% bootstrap CI; dashed: 0."""
-    data = _scores(_of(metrics, model, dataset), "selectivity")
+    data = _scores(_of(metrics, model, dataset), control_name(probe, "selectivity"))
     positions = sorted(data["position"].unique().to_list(), reverse=True)
     base = alt.Chart(data).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"),
                                   color=alt.Color("position:N", title="position", sort=positions))
@@ -135,14 +155,16 @@ def selectivity_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: 
                  alt.Tooltip("ci_high:Q", format=".3f")])
     zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
     return alt.layer(band, line, zero).properties(
-        title={"text": f"{model} on {dataset}: selectivity by layer",
+        title={"text": f"{model} on {dataset}: {probe} selectivity by layer",
                "subtitle": ["line: mean over folds; band: paired 95% bootstrap CI of the pooled difference",
                             *([note] if note else [])]}, width=520, height=260)
 
 
-def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str) -> alt.Chart:
-    return _heatmap(_scores(_of(metrics, model, dataset)), alt.Y("position:O", sort="descending"), "accuracy",
-                    {"text": f"{model} on {dataset}: layer x position", "subtitle": note}, 160, scheme="viridis")
+def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str,
+                           probe: str = "logreg") -> alt.Chart:
+    return _heatmap(_scores(_of(metrics, model, dataset), probe), alt.Y("position:O", sort="descending"), "accuracy",
+                    {"text": f"{model} on {dataset}: {probe} accuracy, layer x position", "subtitle": note}, 160,
+                    scheme="viridis")
 
 
 def r2_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str) -> alt.FacetChart:
@@ -175,12 +197,13 @@ def target_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, positi
                      "subtitle": note}, max(80, 18 * data["target"].n_unique()), scheme="blueorange", domainMid=0)
 
 
-def relative_depth(metrics: pl.DataFrame, position: int) -> alt.FacetChart:
+def relative_depth(metrics: pl.DataFrame, position: int, probe: str = "logreg") -> alt.FacetChart:
     """All models on one chart: the score at `position` against layer / n_layers; one panel per
-    dataset and score (accuracy, or R2 with one line per target)."""
+    dataset and score (`probe`'s accuracy, or ridge's R2 with one line per target)."""
     data = pl.concat([
-        _scores(metrics, probe, metric).with_columns(panel=pl.format("{} ({})", "dataset", pl.lit(metric)))
-        for probe, (metric, _) in SCORED.items()
+        _scores(metrics, name, metric).with_columns(panel=pl.format("{} ({} {})", "dataset", pl.lit(name),
+                                                                    pl.lit(metric)))
+        for name, (metric, _) in scored([probe]).items()
     ]).filter(pl.col("position") == position).with_columns(relative_depth=pl.col("layer") / pl.col("n_layers"))
     return alt.Chart(data).mark_line(point=True).encode(
         x=alt.X("relative_depth:Q", title="relative depth (layer / n_layers)", scale=alt.Scale(domain=[0, 1])),
@@ -206,28 +229,33 @@ def model_note(quantisation: str | None) -> str:
 
 def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, str | None],
                  tolerance: float, vs_lexical: pl.DataFrame | None = None,
-                 twins: dict[str, list[str]] | None = None) -> Path:
+                 twins: dict[str, list[str]] | None = None, classifiers: Sequence[str] = ("logreg",)) -> Path:
     """Write every figure and results/report/index.html; return the index path.
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
     or the position nearest the end) where it has numeric targets; the summary table, with the
-    paired comparison with the lexical baseline from `vs_lexical` when given.
+    paired comparison with the lexical baseline from `vs_lexical` when given. The first of the
+    classification probes `classifiers` is drawn with its controls; with more than one, a chart
+    compares them.
     """
     out_dir = Path(out_dir)
     position = max(metrics["position"].drop_nulls().unique().to_list())
-    summary = summarise(metrics, tolerance, vs_lexical)
+    summary = summarise(metrics, tolerance, vs_lexical, classifiers)
+    probe = classifiers[0]
     sections = []
     pairs = metrics.filter(pl.col("model").is_not_null()).select("model", "dataset").unique().sort("model", "dataset")
     for model, dataset in pairs.iter_rows():
         note = model_note(quantisation.get(model))
         probes = set(_of(metrics, model, dataset)["probe"].to_list())
         charts = []
-        if "logreg" in probes:
+        if probe in probes:
             charts += [("accuracy_by_layer", accuracy_by_layer(metrics, model, dataset, note,
-                                                               (twins or {}).get(model, ()))),
-                       ("layer_position_heatmap", layer_position_heatmap(metrics, model, dataset, note))]
-        if "selectivity" in probes:
-            charts.append(("selectivity_by_layer", selectivity_by_layer(metrics, model, dataset, note)))
+                                                               (twins or {}).get(model, ()), probe)),
+                       ("layer_position_heatmap", layer_position_heatmap(metrics, model, dataset, note, probe))]
+        if control_name(probe, "selectivity") in probes:
+            charts.append(("selectivity_by_layer", selectivity_by_layer(metrics, model, dataset, note, probe)))
+        if len(classifiers) > 1 and probe in probes:
+            charts.append(("probes_by_layer", probes_by_layer(metrics, model, dataset, position, classifiers, note)))
         if "ridge" in probes:
             charts += [("r2_by_layer", r2_by_layer(metrics, model, dataset, position, note)),
                        ("target_layer_heatmap", target_layer_heatmap(metrics, model, dataset, position, note))]
@@ -237,7 +265,7 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
                         + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
                         + _beats_the_words(summary.filter(model=model, dataset=dataset))
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
-    save(relative_depth(metrics, position), out_dir / "relative_depth")
+    save(relative_depth(metrics, position, probe), out_dir / "relative_depth")
     summary.write_csv(out_dir / "summary.csv")
     index = out_dir / "index.html"
     index.write_text(_index_page(summary, sections, tolerance), encoding="utf-8")

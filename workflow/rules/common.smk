@@ -30,6 +30,9 @@ PLANS = {dataset: probe_plan(config["datasets"][dataset]) for dataset in DATASET
 CLASSIFIED = [dataset for dataset in DATASETS if PLANS[dataset]["classification"]]
 REGRESSED = [dataset for dataset in DATASETS if PLANS[dataset]["targets"]]
 POSITIONS = list(config["positions"])
+# The classification probes (`probes` entries, defaults filled in), by name, in config order.
+PROBES = {entry["name"]: entry for entry in config["probes"]}
+CLASSIFIERS = list(PROBES)
 TEMPLATE = resolve_template(config["prompt"]["template"])
 
 _count_layers = LayerCountCache(Path(".snakemake") / "emoprobe" / "layer_counts.json")
@@ -52,6 +55,7 @@ wildcard_constraints:
     layer=r"\d+",
     positions=POSITIONS_PATTERN,
     part=PART_PATTERN,
+    probe="|".join(map(re.escape, CLASSIFIERS)),
 
 
 def on_retry(amount):
@@ -174,8 +178,8 @@ def _sweep(datasets, suffix):
 
 
 def probe_scores():
-    """Every classification probe output of the configured sweep (datasets with classes)."""
-    return _sweep(CLASSIFIED, ".parquet")
+    """Every classification probe output of the configured sweep (datasets with classes), per probe."""
+    return [path for probe in CLASSIFIERS for path in _sweep(CLASSIFIED, f".{probe}.parquet")]
 
 
 def ridge_scores():
@@ -198,9 +202,10 @@ def lexical_outputs(datasets, output, kind=None):
 
 def probe_predictions(model, dataset):
     """(held-out predictions file, layer, "classes" or "targets") of every probe job of a model x dataset."""
+    infixes = [("classes", f".{probe}", CLASSIFIED) for probe in CLASSIFIERS] + [("targets", ".ridge", REGRESSED)]
     return [(f"results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}{infix}.predictions.parquet",
              layer, kind)
-            for kind, infix, wanted in (("classes", "", CLASSIFIED), ("targets", ".ridge", REGRESSED))
+            for kind, infix, wanted in infixes
             if dataset in wanted
             for layer, positions in sorted(PROBE_PARTS[model, dataset])]
 
@@ -212,7 +217,8 @@ def comparisons():
 
 
 CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap") + (
-    ("selectivity_by_layer",) if config["probe"]["control_task"] else ())
+    ("selectivity_by_layer",) if config["probe"]["control_task"] else ()) + (
+    ("probes_by_layer",) if len(CLASSIFIERS) > 1 else ())
 REGRESSION_FIGURES = ("r2_by_layer", "target_layer_heatmap")
 
 

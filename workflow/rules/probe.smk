@@ -3,20 +3,19 @@ rule fit_probe:
         shards=activation_part,
         table=prepared_table,
     output:
-        scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.parquet",
-        predictions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.predictions.parquet",
+        scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.parquet",
+        predictions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.predictions.parquet",
     params:
+        probe=lambda wc: PROBES[wc.probe],  # the `probes` entry, its kind's defaults filled in
+        majority=lambda wc: wc.probe == CLASSIFIERS[0],  # the majority baseline: in the first entry's jobs
         cv_folds=config["probe"]["cv_folds"],
-        C=config["probe"]["C"],
-        backend=config["probe"]["backend"],
-        max_iter=config["probe"]["max_iter"],
         shuffled_control=config["probe"]["shuffled_control"],
         control_task=config["probe"]["control_task"],
         seed=config["seed"],
         official_split=dataset_option("official_split"),
         code=code_fingerprint("probe"),
     log:
-        "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/positions_{positions}.log",
+        "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.log",
     threads: 1
     resources:
         mem_mb=on_retry(config["probe"]["mem_mb"]),
@@ -93,6 +92,7 @@ rule compare_with_lexical:
     params:
         layers=lambda wc: [layer for _, layer, _ in probe_predictions(wc.model, wc.dataset)],
         kinds=lambda wc: [kind for _, _, kind in probe_predictions(wc.model, wc.dataset)],
+        classifiers=CLASSIFIERS,
         seed=config["seed"],
         code=code_fingerprint("compare"),
     log:

@@ -25,6 +25,7 @@ rule build_report:
         quantisation={model: config["models"][model]["quantisation"] for model in MODELS},
         tolerance=config["report"]["plateau_tolerance"],
         twins=random_init_twins(config["models"]),
+        classifiers=CLASSIFIERS,
         code=code_fingerprint("report"),
     log:
         "results/logs/build_report.log",
