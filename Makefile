@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 CORES ?= all
 
-.PHONY: setup run test dry-run clean-results
+.PHONY: setup run rigour test dry-run clean-results
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ setup: $(VENV)/.installed
 
 run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
+
+rigour: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/rigour.yaml
 
 dry-run: setup
 	$(VENV)/bin/snakemake -n

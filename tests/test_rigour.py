@@ -89,7 +89,7 @@ def test_shipped_rigour_config_plans_the_twin_and_the_control(tmp_path):
     extends the default one with SmolLM2's random-init twin and the control task."""
     require_smollm2()
     dry = subprocess.run([SNAKEMAKE, "-n", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-                          str(REPO / "config" / "config.yaml"), str(REPO / "config" / "rigour.yaml")],
+                          str(REPO / "config" / "rigour.yaml")],
                          capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     counts = job_counts(dry.stdout + dry.stderr)

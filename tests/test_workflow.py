@@ -121,7 +121,8 @@ def test_report_files(finished_run):
     summary = pl.read_csv(report / "summary.csv")
     assert summary.columns == ["model", "dataset", "target", "probe", "score_metric", "best_layer", "best_position",
                                "n_layers", "score", "score_std", "score_ci_low", "score_ci_high", "candidates",
-                               "first_layer_within_tolerance", "floor", "chance", "shuffled", "lexical",
+                               "first_layer_within_tolerance", "floor", "chance", "shuffled", "selectivity",
+                               "selectivity_ci_low", "selectivity_ci_high", "lexical",
                                "lexical_ci_low", "lexical_ci_high", "best_minus_lexical", "best_minus_lexical_ci_low",
                                "best_minus_lexical_ci_high", "layers_beating_lexical"]
     assert summary.select("target", "probe", "score_metric").rows() == [("label", "logreg", "accuracy")]
