@@ -336,3 +336,31 @@ def test_standardiser_learns_from_the_training_rows_only():
         np.testing.assert_allclose(probes.mean[0, f], X[train].mean(0), rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(probes.inv_scale[0, f], 1 / X[train].std(0), rtol=1e-4)
     assert np.abs(probes.mean[0, 1] - X.mean(0)).min() > 5  # all-rows means would be far off
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_saved_direction_reproduces_the_fitted_pipeline(n_classes):
+    """fit_directions in the model's units: x @ weight.T + bias is sklearn's Pipeline
+    decision_function on raw activations (sklearn backend) to 1e-5; the torch backend's is its
+    own standardised probe, x -> ((x - mean) / scale) @ coef.T + intercept, to 1e-5, and sklearn's
+    to the optimiser's tolerance."""
+    from emoprobe.probes import fit_directions, fit_torch, make_logistic_probe
+
+    rng = np.random.default_rng(n_classes)
+    y = rng.integers(n_classes, size=400)
+    X = (rng.normal(size=(400, 12)) + y[:, None] * 0.4) * rng.uniform(0.5, 20, size=12) + rng.normal(0, 50, size=12)
+    X[:, 3] = 7.0  # a constant feature: weight 0, scale 1
+    X = X.astype(np.float32)  # activations are float32 on disk
+    pipeline = make_logistic_probe().fit(X, y)
+    expected = pipeline.decision_function(X).reshape(len(y), -1)
+    saved = fit_directions(X, y, backend="sklearn")
+    assert saved["weight"].shape == (1, 1 if n_classes == 2 else n_classes, 12) and saved["bias"].shape[:1] == (1,)
+    np.testing.assert_allclose(X @ saved["weight"][0].T + saved["bias"][0], expected, atol=1e-5 * np.abs(expected).max())
+    assert saved["weight"][0, :, 3].tolist() == [0.0] * saved["weight"].shape[1] and saved["scale"][0, 3] == 1.0
+    torch_saved = fit_directions(X, y, backend="torch")
+    probes = fit_torch(X, y, [(np.arange(len(y)), np.array([], dtype=np.int64))])
+    z = (X - probes.mean[0, 0]) * probes.inv_scale[0, 0]
+    own = z @ probes.coef[0, 0].T + probes.intercept[0, 0]
+    np.testing.assert_allclose(X @ torch_saved["weight"][0].T + torch_saved["bias"][0], own,
+                               atol=1e-5 * np.abs(own).max())
+    np.testing.assert_allclose(torch_saved["weight"], saved["weight"], atol=1e-3 * np.abs(saved["weight"]).max())

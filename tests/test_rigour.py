@@ -4,6 +4,8 @@ shuffled-label control; and the shipped config/rigour.yaml planned on the real S
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 
 import polars as pl
@@ -23,7 +25,7 @@ def rigour_run(tmp_path_factory):
     config = {
         "data_dir": str(SHARED_DATA),
         "positions": [-1],
-        "probe": {"cv_folds": 3, "control_task": "first_word"},
+        "probe": {"cv_folds": 3, "control_task": "first_word", "save_directions": True},
         "probes": [{"name": "logreg", "kind": "logreg"}, {"name": "mlp", "kind": "mlp", "hidden": 16, "max_epochs": 3}],
         "models": {"tiny": {"source": "local", "path": model},
                    "tiny-random": {"source": "local", "path": model, "random_init": True, "init_seed": 3}},
@@ -39,6 +41,7 @@ def rigour_run(tmp_path_factory):
 def test_jobs_per_rule(rigour_run):
     assert job_counts(rigour_run["dry"].stdout + rigour_run["dry"].stderr) == {
         "prepare_dataset": 1, "extract_activations": 2, "fit_probe": 2 * 2 * LAYERS, "lexical_baseline": 1,
+        "save_directions": 2 * LAYERS,  # the linear probe only
         "compare_with_lexical": 2, "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 
@@ -70,6 +73,37 @@ def test_metrics_hold_control_selectivity_and_both_models(rigour_run):
     assert set(vs["probe"]) == {"logreg", "mlp"} and vs.height == 2 * 2 * LAYERS
 
 
+def test_saved_directions_give_the_probe_s_logits_from_raw_activations(rigour_run):
+    """The saved logreg direction at a layer, applied to the shard's raw activations, gives the
+    logits of sklearn's Pipeline fitted on all rows (the torch backend's optimum, so to its
+    tolerance), and says what it is."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from emoprobe.probes import make_logistic_probe
+
+    results = rigour_run["workdir"] / "results"
+    (path,) = (results / "probes" / "tiny" / "crowd_envent" / "layer_2").glob("*.logreg.directions.safetensors")
+    assert not list(results.glob("probes/*/*/layer_*/*.mlp.directions.safetensors"))
+    with safe_open(str(path), framework="numpy") as handle:
+        meta = handle.metadata()
+    assert meta["probe"] == "logreg" and meta["layer"] == "2" and json.loads(meta["positions"]) == [-1]
+    assert len(json.loads(meta["labels"])) == 13 and json.loads(meta["label_ids"]) == list(range(13))
+    saved = load_file(str(path))
+    assert saved["weight"].shape == (1, 13, 32) and saved["bias"].shape == (1, 13)
+    (part,) = (results / "activations" / "tiny" / "crowd_envent").iterdir()
+    X = load_file(str(part / "layer_2.safetensors"))["activations"][:, 0]
+    y = pl.read_parquet(results / "data" / "crowd_envent.parquet")["label_id"].to_numpy()
+    expected = make_logistic_probe().fit(X, y).decision_function(X)
+    logits = X @ saved["weight"][0].T + saved["bias"][0]
+    # Multinomial logits are defined up to a constant per row: compare them centred.
+    centred = [a - a.mean(1, keepdims=True) for a in (logits, expected)]
+    # 78 rows of 32 features: near-separable, logits up to ~10, where the stop at |gradient| < 1e-4
+    # leaves the two optimisers ~0.3% apart; the exact reproduction is pinned in test_probes.
+    np.testing.assert_allclose(*centred, atol=1e-2 * np.abs(centred[1]).max())
+    assert (logits.argmax(1) == expected.argmax(1)).mean() > 0.95
+
+
 def test_report_draws_the_twin_and_the_selectivity(rigour_run):
     report = rigour_run["workdir"] / "results" / "report"
     spec = (report / "tiny" / "crowd_envent" / "accuracy_by_layer.html").read_text()
@@ -88,12 +122,13 @@ def test_shipped_rigour_config_plans_the_twin_and_the_control(tmp_path):
     """The README's command, `snakemake --configfile config/rigour.yaml`, dry-run: the config
     extends the default one with SmolLM2's random-init twin and the control task."""
     require_smollm2()
+    shutil.copytree(REPO / "config", tmp_path / "config")  # the working directory holds config/, as the repo does
     dry = subprocess.run([SNAKEMAKE, "-n", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-                          str(REPO / "config" / "rigour.yaml")],
-                         capture_output=True, text=True, timeout=300)
+                          "config/rigour.yaml"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     counts = job_counts(dry.stdout + dry.stderr)
     assert counts["extract_activations"] == 2 and counts["fit_probe"] == 2 * 2 * 31  # models x probes x layers
     assert "results/report/smollm2-135m-instruct/crowd_envent/selectivity_by_layer.png" in dry.stdout
     assert "results/activations/smollm2-135m-instruct-random/crowd_envent/" in dry.stdout
     assert "layer_30/positions_-5to-1.mlp.parquet" in dry.stdout
+    assert counts["save_directions"] == 2 * 31 and "positions_-5to-1.logreg.directions.safetensors" in dry.stdout

@@ -213,6 +213,34 @@ def fit_probe(smk) -> None:
     _fit_each_position(smk, activations, metadata, table["label_id"].n_unique(), fit, summarise)
 
 
+def save_directions(smk) -> None:
+    """A linear `probes` entry fitted on all rows at one layer and each of the job's positions,
+    saved in the model's units (probes.fit_directions) as safetensors."""
+    from safetensors.numpy import save_file
+
+    from .probes import fit_directions
+
+    p = smk.params
+    table, metadata, activations = _probe_inputs(smk)
+    y = table["label_id"].to_numpy()
+    classes = np.unique(y)
+    names = table.select("label_id", "label").unique().sort("label_id")
+    fitted = fit_directions(np.stack(list(activations.values())), y, p.probe["C"], p.probe["max_iter"],
+                            p.probe["backend"], p.seed)
+    provenance = {key: metadata[key] for key in ("model_name", "model_id", "commit", "file_sha256", "quantisation",
+                                                 "dtype", "n_layers", "dataset", "prepared_sha256", "prompt_template")}
+    info = {"probe": p.probe["name"], "layer": smk.wildcards.layer, "positions": json.dumps(list(activations)),
+            "label_ids": json.dumps(classes.tolist()),
+            "labels": json.dumps([dict(names.iter_rows()).get(i) for i in classes.tolist()]),
+            "weight_rows": "one per class" if len(classes) > 2 else "one: the logit of the second class",
+            "units": "raw activations: logits = x @ weight[p].T + bias[p]; standardised z = (x - mean[p]) / scale[p]",
+            "C": str(p.probe["C"]), "backend": p.probe["backend"]}
+    Path(smk.output.directions).parent.mkdir(parents=True, exist_ok=True)
+    save_file(fitted, smk.output.directions, metadata=provenance | info)
+    log.info("saved %s directions at layer %s, positions %s: weight %s", p.probe["name"], smk.wildcards.layer,
+             list(activations), fitted["weight"].shape)
+
+
 def fit_ridge(smk) -> None:
     """Ridge probes for all of the dataset's numeric targets at one layer and each of the job's positions."""
     from .data.prepare import target_columns

@@ -164,6 +164,39 @@ def _selectivity(scores: pl.DataFrame, predictions: pl.DataFrame, y: np.ndarray,
                            pl.lit(pooled).alias("pooled"), pl.lit(low).alias("ci_low"), pl.lit(high).alias("ci_high"))
 
 
+def fit_directions(X: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int = 1000, backend: str = "torch",
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """The logistic probe fitted once on all rows at each position of X [P, N, H] (or [N, H]),
+    in the model's own units: the logits are x @ weight.T + bias for a raw activation x, with
+    weight = coef / scale (the standardiser folded in) and bias = intercept - mean @ weight.T.
+
+    Returns float64 arrays (float32 loses ~1e-4 of a logit to cancellation where activations sit
+    far from 0) weight [P, K', H], bias [P, K'], and the standardiser's mean [P, H]
+    and scale [P, H] (1 for features constant over the rows, whose weight is 0); K' = 1 for two
+    classes (the logit of the second class, the first's fixed at 0), else one row per class,
+    in np.unique(y) order.
+    """
+    X = _by_position(X)
+    all_rows = [(np.arange(X.shape[1]), np.array([], dtype=np.int64))]
+    if backend == "torch":
+        probes = fit_torch(X, y, all_rows, C, max_iter)
+        coef, intercept, mean = probes.coef[:, 0], probes.intercept[:, 0], probes.mean[:, 0]
+        inv_scale = probes.inv_scale[:, 0]
+    else:
+        fits = []
+        for position in X:
+            probe = make_logistic_probe(C, max_iter, seed).fit(position, y)
+            scaler, model = probe.named_steps["standardise"], probe.named_steps["logreg"]
+            fits.append((model.coef_, model.intercept_, scaler.mean_, 1.0 / scaler.scale_))
+        coef, intercept, mean, inv_scale = (np.stack(parts) for parts in zip(*fits))
+    coef, intercept, mean, inv_scale = (np.asarray(a, dtype=np.float64) for a in (coef, intercept, mean, inv_scale))
+    weight = coef * inv_scale[:, None, :]
+    bias = intercept - np.einsum("ph,pkh->pk", mean, weight)
+    scale = np.where(inv_scale == 0, 1.0, 1.0 / np.where(inv_scale == 0, 1.0, inv_scale))
+    return {name: np.ascontiguousarray(value, dtype=np.float64)
+            for name, value in (("weight", weight), ("bias", bias), ("mean", mean), ("scale", scale))}
+
+
 def majority_rate(y: np.ndarray, folds: Folds) -> float:
     """Pooled accuracy of predicting each fold's training majority class (ties: the smallest
     label, as the majority probe) on its test rows."""
@@ -345,7 +378,7 @@ def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_it
     weight = (train / n_train[:, None]).float()                                       # [F, N]
     penalty = (1.0 / (2 * C * n_train)).float()                                       # [F]
     fold_index = np.broadcast_to(y_index, (n_folds, n)) if fold_labels is None else np.searchsorted(classes, fold_labels)
-    onehot = torch.nn.functional.one_hot(torch.as_tensor(np.ascontiguousarray(fold_index.T), device=device), len(classes)).float()  # [N, F, K]
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(np.array(fold_index.T), device=device), len(classes)).float()  # [N, F, K]
     M, M_inv = (_preconditioner(centred, centre, len(classes), 2 * float(penalty.mean())) if precondition
                 else (None, None))                                                    # [P, H, H]
     del centred

@@ -24,6 +24,7 @@ STAGES = {
     "extract": "extract_activations",
     "probe": "fit_probe",
     "ridge": "fit_ridge",
+    "directions": "save_directions",
     "lexical": "lexical_baseline",
     "compare": "compare_with_lexical",
     "aggregate": "aggregate_metrics",

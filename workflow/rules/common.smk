@@ -15,6 +15,7 @@ from emoprobe.errors import EmoprobeError
 from emoprobe.models import LayerCountCache, check_pinned_sha256, resolve_dtype
 from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
 from emoprobe.provenance import code_fingerprint
+from emoprobe.registry import LINEAR
 from emoprobe.shards import delete_and_rerun, size_problem
 
 try:
@@ -33,6 +34,7 @@ POSITIONS = list(config["positions"])
 # The classification probes (`probes` entries, defaults filled in), by name, in config order.
 PROBES = {entry["name"]: entry for entry in config["probes"]}
 CLASSIFIERS = list(PROBES)
+LINEAR_PROBES = [name for name, entry in PROBES.items() if entry["kind"] in LINEAR]
 TEMPLATE = resolve_template(config["prompt"]["template"])
 
 _count_layers = LayerCountCache(Path(".snakemake") / "emoprobe" / "layer_counts.json")
@@ -236,5 +238,13 @@ def report_figures(suffix, kind=None):
     ]
 
 
+def directions():
+    """The saved directions of every linear probe (`probe.save_directions`), else none."""
+    if not config["probe"]["save_directions"]:
+        return []
+    return [path for probe in LINEAR_PROBES for path in _sweep(CLASSIFIED, f".{probe}.directions.safetensors")]
+
+
 def all_targets():
-    return ["results/metrics/probe_metrics.parquet", "results/metrics/vs_lexical.parquet", "results/report/index.html"]
+    return ["results/metrics/probe_metrics.parquet", "results/metrics/vs_lexical.parquet",
+            "results/report/index.html"] + directions()

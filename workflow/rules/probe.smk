@@ -26,6 +26,30 @@ rule fit_probe:
         "../scripts/fit_probe.py"
 
 
+rule save_directions:
+    input:
+        shards=activation_part,
+        table=prepared_table,
+    output:
+        directions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.directions.safetensors",
+    wildcard_constraints:
+        probe="|".join(map(re.escape, LINEAR_PROBES)) or "(?!)",  # linear entries only
+    params:
+        probe=lambda wc: PROBES[wc.probe],
+        seed=config["seed"],
+        code=code_fingerprint("directions"),
+    log:
+        "results/logs/save_directions/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.log",
+    threads: 1
+    resources:
+        mem_mb=on_retry(config["probe"]["mem_mb"]),
+        runtime=on_retry(config["probe"]["runtime"]),
+    conda:
+        "../../envs/emoprobe.yaml"
+    script:
+        "../scripts/save_directions.py"
+
+
 rule fit_ridge:
     input:
         shards=activation_part,
