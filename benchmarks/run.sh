@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All benchmarks, one command: extraction speed and memory, probe backends, DAG build time.
+# All benchmarks, one command: extraction speed and memory, probe backends, MLP vs logistic probe, DAG build time.
 # Needs the default run's shards for the probe benchmark (make run), and `pip install -e .[bench]`.
 #   bash benchmarks/run.sh [TEXTS]     TEXTS: crowd-enVENT texts for the extraction benchmark (default 600)
 # With a GPU, or with FULL=1, it also times extraction of all 6,600 texts with SmolLM2 and
@@ -25,6 +25,8 @@ $PY benchmarks/bench_extraction.py --memory --texts "$TEXTS" 2>/dev/null
 echo "== probe sweep: sklearn per (position, fold) vs batched torch"
 if [ -n "$SHARDS" ]; then
   $PY benchmarks/bench_probes.py "$SHARDS" results/data/crowd_envent.parquet --layers 12 30
+  echo "== MLP probe vs logistic probe, torch, one thread, as one probe job"
+  $PY benchmarks/bench_mlp.py "$SHARDS" results/data/crowd_envent.parquet --layers 0 10 20 30 2> /dev/null
 else
   echo "skipped: no shards under results/activations/smollm2-135m-instruct/crowd_envent (run 'make run' first)"
 fi

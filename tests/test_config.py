@@ -39,7 +39,7 @@ def test_defaults_are_filled_in():
     assert config["positions"] == [-1, -2, -3, -4, -5]
     assert config["layers"] == "all" and config["seed"] == 0
     assert config["probe"] == {"cv_folds": 5, "shuffled_control": True, "control_task": None,
-                               "mem_mb": 4000, "runtime": 60}
+                               "save_directions": False, "mem_mb": 4000, "runtime": 60}
     assert config["probes"] == [{"name": "logreg", "kind": "logreg", "backend": "torch", "C": 1.0, "max_iter": 1000}]
     assert config["lexical_baseline"] is True
     assert config["models"]["m"]["trust_remote_code"] is False

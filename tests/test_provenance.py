@@ -16,16 +16,20 @@ def stages_importing(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("module", "stages"), [
-    # parse_positions (parts.py) and sha256_of (data/sources.py) shape every probe job's inputs
-    ("parts.py", {"probe", "ridge"}),
-    ("data/sources.py", {"prepare", "extract", "probe", "ridge"}),
-    ("folds.py", {"probe", "ridge"}),
-    ("shards.py", {"extract", "probe", "ridge"}),
+    # parse_positions (parts.py) and sha256_of (data/sources.py) shape every job reading shards
+    ("parts.py", {"probe", "ridge", "directions"}),
+    ("data/sources.py", {"prepare", "extract", "probe", "ridge", "directions", "lexical", "compare"}),
+    ("folds.py", {"probe", "ridge", "directions", "lexical"}),  # every probe's folds, the baseline's too
+    ("shards.py", {"extract", "probe", "ridge", "directions"}),
     ("extract.py", {"extract"}),
     ("models.py", {"extract"}),
-    ("probes.py", {"probe"}),  # the logistic probe's code never reruns the ridge probes
-    ("regression.py", {"ridge"}),
-    ("data/isear.py", {"prepare", "ridge"}),  # ridge reads target names through data/prepare.py
+    ("probes.py", {"probe", "directions"}),  # the classification probes never rerun ridge or the baseline
+    ("mlp.py", {"probe", "directions"}),
+    ("controls.py", {"probe"}),
+    ("lexical.py", {"lexical"}),
+    ("compare.py", {"compare", "aggregate", "report"}),
+    ("regression.py", {"ridge", "lexical"}),  # the baseline's ridge shares the penalty search
+    ("data/isear.py", {"prepare", "ridge", "lexical", "compare"}),  # target names through data/prepare.py
     ("aggregate.py", {"aggregate", "report"}),
     ("report.py", {"report"}),
     ("errors.py", STAGES),
@@ -42,4 +46,4 @@ def test_an_edit_to_an_imported_module_changes_the_fingerprint(monkeypatch):
     monkeypatch.setattr(type(parts), "read_bytes",
                         lambda self: original(self) + (b"# edited" if self == parts else b""))
     after = {stage: provenance.code_fingerprint(stage) for stage in STAGES}
-    assert {stage for stage in STAGES if before[stage] != after[stage]} == {"probe", "ridge"}
+    assert {stage for stage in STAGES if before[stage] != after[stage]} == {"probe", "ridge", "directions"}

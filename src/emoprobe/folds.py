@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 import polars as pl
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.model_selection import GroupKFold, PredefinedSplit, StratifiedGroupKFold
 
 from . import bootstrap
@@ -51,6 +52,19 @@ def with_intervals(scores: pl.DataFrame, predictions: pl.DataFrame, truth: Calla
                                                           "ci_low": pl.Float64, "ci_high": pl.Float64}
     return scores.join(pl.DataFrame(intervals, schema=schema), on=[*keys, "metric"], how="left",
                        maintain_order="left")
+
+
+def fold_scores(y: np.ndarray, predicted: np.ndarray, folds: Folds, probe: str) -> pl.DataFrame:
+    """Per-fold accuracy, balanced accuracy and macro-F1 of out-of-fold predictions (PROBE_COLUMNS)."""
+    return pl.DataFrame([{"probe": probe, "fold": fold, "metric": metric, "value": float(value)}
+                         for fold, (_, test) in enumerate(folds)
+                         for metric, value in _scores(y[test], predicted[test]).items()], schema=PROBE_COLUMNS)
+
+
+def _scores(y_true, y_pred) -> dict[str, float]:
+    return {"accuracy": accuracy_score(y_true, y_pred),
+            "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+            "macro_f1": f1_score(y_true, y_pred, average="macro", zero_division=0)}
 
 
 def held_out(folds: Folds, probe: str, **columns) -> pl.DataFrame:

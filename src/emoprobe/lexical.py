@@ -47,8 +47,8 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from threadpoolctl import threadpool_limits
 
 from .errors import DataError
-from .folds import CrossValidation, Folds, held_out, with_intervals
-from .regression import REGRESSION_COLUMNS, fold_scores, ridge_by_groups
+from .folds import CrossValidation, Folds, fold_scores, held_out, with_intervals
+from .regression import REGRESSION_COLUMNS, ridge_by_groups, target_fold_scores
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +167,10 @@ def lexical_regression(texts: Sequence[str], Y: np.ndarray, folds: Folds, groups
 def cross_validate_lexical(texts: Sequence[str], y: np.ndarray, folds: Folds, seed: int = 0) -> CrossValidation:
     """lexical_classification as probe "lexical": per-fold scores with bootstrap CIs and held-out
     predictions (row, fold, probe, predicted, p_true), as probes.cross_validate_probe gives them."""
-    from .probes import fold_scores as class_fold_scores
-
     y = np.asarray(y)
     predicted, p_true = lexical_classification(texts, y, folds, seed=seed)
     predictions = held_out(folds, "lexical", predicted=predicted, p_true=p_true).sort("row")
-    scores = with_intervals(class_fold_scores(y, predicted, folds, "lexical"), predictions,
+    scores = with_intervals(fold_scores(y, predicted, folds, "lexical"), predictions,
                             lambda group: y[group["row"]], seed)
     return CrossValidation(scores, predictions)
 
@@ -188,7 +186,7 @@ def cross_validate_lexical_ridge(texts: Sequence[str], Y: np.ndarray, targets: S
     predictions = pl.concat([held_out(folds, "lexical", target=name, predicted=predicted[:, j])
                              for j, name in enumerate(targets)]).sort("target", "row")
     rows = [score for j, name in enumerate(targets) for fold, (_, test) in enumerate(folds)
-            for score in fold_scores(Y[test, j], predicted[test, j], "lexical", fold, name)]
+            for score in target_fold_scores(Y[test, j], predicted[test, j], "lexical", fold, name)]
     scores = with_intervals(pl.DataFrame(rows, schema=REGRESSION_COLUMNS), predictions,
                             lambda group: Y[group["row"], targets.index(group["target"])], seed, ("probe", "target"))
     return CrossValidation(scores, predictions)

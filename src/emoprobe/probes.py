@@ -10,14 +10,13 @@ import numpy as np
 import polars as pl
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import bootstrap
 from .errors import DataError
-from .folds import (PROBE_COLUMNS, CrossValidation, Folds, assign_folds, held_out, shuffled_within_training,
-                    with_intervals)
+from .registry import KINDS, _settings, control_name
+from .folds import CrossValidation, Folds, assign_folds, fold_scores, held_out, shuffled_within_training, with_intervals
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +36,6 @@ def check_probe_inputs(X: np.ndarray, y: np.ndarray) -> None:
         raise DataError("activations contain NaN or inf; the extraction is broken (check the model's dtype).")
     if len(labels := np.unique(y)) < 2:
         raise DataError(f"only one label ({labels.tolist()}) present; a probe needs at least two classes.")
-
-
-def fold_scores(y: np.ndarray, predicted: np.ndarray, folds: Folds, probe: str) -> pl.DataFrame:
-    """Per-fold accuracy, balanced accuracy and macro-F1 of out-of-fold predictions (PROBE_COLUMNS)."""
-    return pl.DataFrame([{"probe": probe, "fold": fold, "metric": metric, "value": float(value)}
-                         for fold, (_, test) in enumerate(folds)
-                         for metric, value in _scores(y[test], predicted[test]).items()], schema=PROBE_COLUMNS)
-
-
-def _scores(y_true, y_pred) -> dict[str, float]:
-    return {"accuracy": accuracy_score(y_true, y_pred),
-            "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
-            "macro_f1": f1_score(y_true, y_pred, average="macro", zero_division=0)}
 
 
 def proba_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
@@ -85,6 +71,26 @@ def _most_probable(classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
     return classes[np.nan_to_num(proba, nan=-1.0).argmax(-1)]
 
 
+def probabilities(kind: str, settings: dict, X: np.ndarray, labels: np.ndarray, folds: Folds, seed: int = 0,
+                  groups: np.ndarray | None = None, fold_labels: np.ndarray | None = None) -> np.ndarray:
+    """Out-of-fold class probabilities [N, K] of probe `kind` with `settings` (its registry.KINDS keys)
+    on X [N, H]; columns follow np.unique(labels), rows in no test fold are NaN."""
+    from .mlp import proba_mlp_sklearn, proba_mlp_torch
+
+    settings = _settings(kind, settings)
+    if settings["backend"] not in ("torch", "sklearn"):
+        raise ValueError(f"probe backend {settings['backend']!r} is not torch or sklearn")
+    torch = settings["backend"] == "torch"
+    if kind == "logreg":
+        if torch:
+            return proba_torch(X, labels, folds, settings["C"], settings["max_iter"], fold_labels=fold_labels)[0]
+        return proba_sklearn(X, labels, folds, settings["C"], settings["max_iter"], seed, fold_labels)
+    options = {key: settings[key] for key in KINDS["mlp"] if key != "backend"}
+    if torch:
+        return proba_mlp_torch(X, labels, folds, seed=seed, groups=groups, fold_labels=fold_labels, **options)[0]
+    return proba_mlp_sklearn(X, labels, folds, seed=seed, fold_labels=fold_labels, **options)
+
+
 def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: int = 0,
                          groups: np.ndarray | None = None, folds: Folds | None = None,
                          shuffled: bool = False, control: np.ndarray | None = None, name: str = "logreg",
@@ -105,8 +111,6 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, cv_folds: int = 5, seed: 
     assign_folds' stratified k-fold, rows with equal `groups` (the texts; by default every row
     its own) in one fold; pass (train, test) pairs for an official split.
     """
-    from .registry import control_name, probabilities
-
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
     check_probe_inputs(X, y)
@@ -148,8 +152,6 @@ def _selectivity(scores: pl.DataFrame, predictions: pl.DataFrame, y: np.ndarray,
     """Probe <name>_selectivity, metric accuracy: the probe's minus its control's accuracy per
     fold; pooled, the difference of the pooled accuracies with its paired bootstrap CI (both
     scored on each resample's rows, each against its own labels)."""
-    from .registry import control_name
-
     accuracy = scores.filter(metric="accuracy")
     controlled = control_name(name, "control")
     per_fold = (accuracy.filter(probe=name).select("fold", "value")
@@ -222,8 +224,6 @@ def leakage(scores: pl.DataFrame, majority: float, name: str = "logreg", level: 
     `majority`: majority_rate of the job's labels and folds.
     """
     from scipy.stats import t
-
-    from .registry import control_name
 
     accuracy = scores.filter(pl.col("metric") == "accuracy")
     control = accuracy.filter(probe=control_name(name, "shuffled"))["value"].to_numpy()

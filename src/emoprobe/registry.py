@@ -1,15 +1,11 @@
 """The probe registry: the classification probe kinds a `probes:` config entry can name, their
-settings' defaults, and the function that fits one kind on a position's folds.
+settings' defaults, and the names of their controls (probes.probabilities fits a kind).
 
 Every probe job fits one entry (its `name` is its `probe` value in the metrics table) and, on
 the same folds, its controls, named "<name>_shuffled", "<name>_control", "<name>_selectivity".
 """
 
 from __future__ import annotations
-
-import numpy as np
-
-from .folds import Folds
 
 KINDS = {
     # sklearn's LogisticRegression(C) objective on standardised inputs (probes.fit_torch / the Pipeline)
@@ -39,24 +35,3 @@ def with_defaults(entry: dict) -> dict:
 def _settings(kind: str, given: dict) -> dict:
     backend = given.get("backend", KINDS[kind]["backend"])
     return KINDS[kind] | BACKEND_DEFAULTS.get((kind, backend), {}) | given
-
-
-def probabilities(kind: str, settings: dict, X: np.ndarray, labels: np.ndarray, folds: Folds, seed: int = 0,
-                  groups: np.ndarray | None = None, fold_labels: np.ndarray | None = None) -> np.ndarray:
-    """Out-of-fold class probabilities [N, K] of probe `kind` with `settings` (its KINDS keys)
-    on X [N, H]; columns follow np.unique(labels), rows in no test fold are NaN."""
-    from .mlp import proba_mlp_sklearn, proba_mlp_torch
-    from .probes import proba_sklearn, proba_torch
-
-    settings = _settings(kind, settings)
-    if settings["backend"] not in ("torch", "sklearn"):
-        raise ValueError(f"probe backend {settings['backend']!r} is not torch or sklearn")
-    torch = settings["backend"] == "torch"
-    if kind == "logreg":
-        if torch:
-            return proba_torch(X, labels, folds, settings["C"], settings["max_iter"], fold_labels=fold_labels)[0]
-        return proba_sklearn(X, labels, folds, settings["C"], settings["max_iter"], seed, fold_labels)
-    options = {key: settings[key] for key in KINDS["mlp"] if key != "backend"}
-    if torch:
-        return proba_mlp_torch(X, labels, folds, seed=seed, groups=groups, fold_labels=fold_labels, **options)[0]
-    return proba_mlp_sklearn(X, labels, folds, seed=seed, fold_labels=fold_labels, **options)

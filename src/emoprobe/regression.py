@@ -84,7 +84,7 @@ def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.corrcoef(y_true, y_pred)[0, 1])
 
 
-def fold_scores(truth: np.ndarray, predicted: np.ndarray, probe: str, fold: int, target: str) -> list[dict]:
+def target_fold_scores(truth: np.ndarray, predicted: np.ndarray, probe: str, fold: int, target: str) -> list[dict]:
     """R-squared and Pearson r of one fold's held-out predictions of one target (REGRESSION_COLUMNS rows)."""
     return [{"probe": probe, "fold": fold, "metric": "r2", "value": float(r2_score(truth, predicted)), "target": target},
             {"probe": probe, "fold": fold, "metric": "pearson_r", "value": pearson_r(truth, predicted),
@@ -122,7 +122,7 @@ def cross_validate_ridge(X: np.ndarray, Y: np.ndarray, targets: Sequence[str], c
                                           "predicted": np.full(len(test), Y[train, j].mean())})]
             truth = Y[test, j]
             rows += [
-                *fold_scores(truth, predicted[:, j], "ridge", fold, name),
+                *target_fold_scores(truth, predicted[:, j], "ridge", fold, name),
                 {"probe": "ridge", "fold": fold, "metric": "alpha", "value": float(chosen[j]), "target": name},
                 {"probe": "mean", "fold": fold, "metric": "r2",
                  "value": float(r2_score(truth, np.full(len(test), Y[train, j].mean()))), "target": name},
