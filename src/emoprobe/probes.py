@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from . import bootstrap
 from .errors import DataError
-from .registry import KINDS, _settings, control_name
+from .registry import KINDS, control_name, settings_for
 from .folds import CrossValidation, Folds, assign_folds, fold_scores, held_out, shuffled_within_training, with_intervals
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def probabilities(kind: str, settings: dict, X: np.ndarray, labels: np.ndarray, 
     on X [N, H]; columns follow np.unique(labels), rows in no test fold are NaN."""
     from .mlp import proba_mlp_sklearn, proba_mlp_torch
 
-    settings = _settings(kind, settings)
+    settings = settings_for(kind, settings)
     if settings["backend"] not in ("torch", "sklearn"):
         raise ValueError(f"probe backend {settings['backend']!r} is not torch or sklearn")
     torch = settings["backend"] == "torch"

@@ -29,9 +29,10 @@ def control_name(probe: str, control: str) -> str:
 
 def with_defaults(entry: dict) -> dict:
     """A `probes:` entry with its kind's (and backend's) defaults filled in."""
-    return {"name": entry["name"], "kind": entry["kind"]} | _settings(entry["kind"], entry)
+    return {"name": entry["name"], "kind": entry["kind"]} | settings_for(entry["kind"], entry)
 
 
-def _settings(kind: str, given: dict) -> dict:
+def settings_for(kind: str, given: dict) -> dict:
+    """A kind's settings: its defaults, its backend's own defaults, then the `given` ones."""
     backend = given.get("backend", KINDS[kind]["backend"])
     return KINDS[kind] | BACKEND_DEFAULTS.get((kind, backend), {}) | given
