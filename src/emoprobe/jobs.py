@@ -224,14 +224,14 @@ def save_directions(smk) -> None:
     table, metadata, activations = _probe_inputs(smk)
     y = table["label_id"].to_numpy()
     classes = np.unique(y)
-    names = table.select("label_id", "label").unique().sort("label_id")
+    label_of = dict(table.select("label_id", "label").unique().iter_rows())
     fitted = fit_directions(np.stack(list(activations.values())), y, p.probe["C"], p.probe["max_iter"],
                             p.probe["backend"], p.seed)
     provenance = {key: metadata[key] for key in ("model_name", "model_id", "commit", "file_sha256", "quantisation",
                                                  "dtype", "n_layers", "dataset", "prepared_sha256", "prompt_template")}
     info = {"probe": p.probe["name"], "layer": smk.wildcards.layer, "positions": json.dumps(list(activations)),
             "label_ids": json.dumps(classes.tolist()),
-            "labels": json.dumps([dict(names.iter_rows()).get(i) for i in classes.tolist()]),
+            "labels": json.dumps([label_of[i] for i in classes.tolist()]),
             "weight_rows": "one per class" if len(classes) > 2 else "one: the logit of the second class",
             "units": "raw activations: logits = x @ weight[p].T + bias[p]; standardised z = (x - mean[p]) / scale[p]",
             "C": str(p.probe["C"]), "backend": p.probe["backend"]}
