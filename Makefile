@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 CORES ?= all
 
-.PHONY: setup run rigour test dry-run clean-results
+.PHONY: setup run rigour tak2025 test dry-run clean-results
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ run: setup
 
 rigour: setup
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/rigour.yaml
+
+tak2025: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/tak2025.yaml
 
 dry-run: setup
 	$(VENV)/bin/snakemake -n

@@ -83,13 +83,15 @@ def build_config(family: str, vocab_size: int, n_layers: int = 3):
 
 def make_tiny_model(directory: Path, family: str, padding_side: str = "right", n_layers: int = 3,
                     seed: int = 0) -> Path:
-    """Save a randomly initialised model + tokenizer (safetensors) to `directory`."""
+    """Save a randomly initialised model + tokenizer (safetensors) to `directory`: decoders with
+    their LM head (as the workflow loads them), BERT without one."""
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForCausalLM
 
     tokenizer = build_tokenizer(padding_side, family)
     torch.manual_seed(seed)
-    model = AutoModel.from_config(build_config(family, len(tokenizer), n_layers))
+    auto = AutoModel if family == "bert" else AutoModelForCausalLM
+    model = auto.from_config(build_config(family, len(tokenizer), n_layers))
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -17,7 +17,7 @@ def _fold_rows(layer, position, values, probe="logreg", metric="accuracy", dtype
     return [{"model": "m", "dataset": "d", "target": target, "layer": layer, "position": position, "probe": probe,
              "fold": fold, "metric": metric, "value": float(value), "pooled": float(np.mean(values)),
              "ci_low": float(min(values)), "ci_high": float(max(values)), "n_layers": 3, "n_classes": n_classes,
-             "dtype": dtype} for fold, value in enumerate(values)]
+             "dtype": dtype, "n_rows": 100} for fold, value in enumerate(values)]
 
 
 def _scores(path, positions, value, layer=1, dtype="float32"):

@@ -38,10 +38,12 @@ def test_defaults_are_filled_in():
     config = validate_config(MINIMAL)
     assert config["positions"] == [-1, -2, -3, -4, -5]
     assert config["layers"] == "all" and config["seed"] == 0
-    assert config["probe"] == {"cv_folds": 5, "shuffled_control": True, "control_task": None,
+    assert config["probe"] == {"cv_folds": 5, "split": "kfold", "holdout_fraction": 0.2, "holdout_seed": 42,
+                               "shuffled_control": True, "control_task": None,
                                "save_directions": False, "mem_mb": 4000, "runtime": 60}
-    assert config["probes"] == [{"name": "logreg", "kind": "logreg", "backend": "torch", "C": 1.0, "max_iter": 1000}]
-    assert config["lexical_baseline"] is True
+    assert config["probes"] == [{"name": "logreg", "kind": "logreg", "backend": "torch", "C": 1.0, "max_iter": 1000,
+                                 "standardise": True}]
+    assert config["lexical_baseline"] is True and config["answers"] is True
     assert config["models"]["m"]["trust_remote_code"] is False
     assert config["prompt"]["template"] == "zero_shot"
     assert config["extraction"]["dtype"] == "auto"
@@ -65,7 +67,8 @@ def test_dataset_options_come_from_the_schema_alone():
     """validate_config and resolve_spec (direct callers' partial specs) fill the same defaults, those of a
     type's allOf/then branch included, and refuse what the schema refuses."""
     expected = {"type": "goemotions", "labels": "single_label", "max_per_class": None, "max_rows": None,
-                "official_split": False, "bad_rows": "error", "duplicate_texts": "keep"}
+                "official_split": False, "bad_rows": "error", "duplicate_texts": "keep", "answer_words": None,
+                "subset": "all"}
     assert validate_config(with_changes(datasets={"go": {"type": "goemotions"}}))["datasets"]["go"] == expected
     assert resolve_spec({"type": "goemotions"}) == expected
     custom = resolve_spec({"type": "custom", "path": "x.csv"})
@@ -174,7 +177,8 @@ def test_probe_entries_take_their_kind_s_defaults():
     config = validate_config(with_changes(probes=[{"name": "linear", "kind": "logreg", "C": 0.5},
                                                   {"name": "mlp32", "kind": "mlp", "hidden": 32, "backend": "sklearn"}]))
     linear, mlp = config["probes"]
-    assert linear == {"name": "linear", "kind": "logreg", "backend": "torch", "C": 0.5, "max_iter": 1000}
+    assert linear == {"name": "linear", "kind": "logreg", "backend": "torch", "C": 0.5, "max_iter": 1000,
+                      "standardise": True}
     assert mlp["hidden"] == 32 and mlp["backend"] == "sklearn" and "C" not in mlp
     assert mlp["patience"] == 10 and mlp["max_epochs"] == 200  # sklearn's own defaults for its backend
     torch_mlp = validate_config(with_changes(probes=[{"name": "m", "kind": "mlp"}]))["probes"][0]

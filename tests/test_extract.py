@@ -101,7 +101,8 @@ def test_hooks_match_output_hidden_states(tiny_models, family):
         reference = model(**encoded, output_hidden_states=True).hidden_states
     n_tokens = encoded["input_ids"].shape[1]
     # HF's last hidden state has been through the final norm (BERT has none): apply it to ours.
-    final_norm = getattr(model, "norm", None) or getattr(model, "ln_f", None) or torch.nn.Identity()
+    base = model.base_model  # the decoder inside its causal-LM wrapper
+    final_norm = getattr(base, "norm", None) or getattr(base, "ln_f", None) or torch.nn.Identity()
     with torch.inference_mode():
         ours[n_layers] = final_norm(torch.as_tensor(ours[n_layers])).numpy()
     for layer in range(n_layers + 1):
@@ -205,7 +206,7 @@ def test_non_finite_activations_stop_extraction(tmp_path, tiny_models):
     """An infinite embedding for one word: the run stops naming the model and that word's text, no shard."""
     tokenizer, model, _ = _load(tiny_models["llama"]["right"])
     with torch.no_grad():
-        model.embed_tokens.weight[tokenizer.convert_tokens_to_ids("birthday")] = float("inf")
+        model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("birthday")] = float("inf")
     prompts = ["i was happy today at home", "on my birthday i was sad", "we went home and it was good"]
     with pytest.raises(ExtractionError, match=r"'tiny-llama'.*NaN or inf.*layer 1.*bad-2.*corrupt.*overflowed"):
         extract_to_shards(model, tokenizer, prompts, ["ok-1", "bad-2", "ok-3"], [0, 1, 2], [-1], 3,

@@ -118,14 +118,28 @@ def test_jobs_group_by_the_prepared_tables_text():
     texts, labels = _repeated_texts()
     table = pl.DataFrame({"id": [str(i) for i in range(len(texts))], "text": texts.tolist(), "label_id": labels,
                           "split": ["test" if i % 5 == 0 else "train" for i in range(len(texts))]})
-    for folds in (_job_folds(table, False, 5, 0, labels=labels), _job_folds(table, False, 5, 0)):
+    kfold, official = {"kind": "kfold", "cv_folds": 5}, {"kind": "official"}
+    for folds in (_job_folds(table, kfold, 0, labels=labels), _job_folds(table, kfold, 0)):
         assert len(folds) == 5
         for train, test in folds:
             assert not set(texts[train]) & set(texts[test])
-    (train, test), = _job_folds(table, True, 5, 0, labels=labels)
+    (train, test), = _job_folds(table, official, 0, labels=labels)
     assert test.tolist() == list(range(0, len(texts), 5))
     with pytest.raises(EmoprobeError, match="no `split` column"):
-        _job_folds(table.drop("split"), True, 5, 0)
+        _job_folds(table.drop("split"), official, 0)
+
+
+@pytest.mark.parametrize("n_rows, fraction, seed", [(6600, 0.2, 42), (37, 0.3, 0), (5, 0.2, 7)])
+def test_holdout_is_sklearns_train_test_split_row_for_row(n_rows, fraction, seed):
+    """Tak et al.'s split: the probe job's one (train, test) pair is exactly train_test_split's."""
+    from sklearn.model_selection import train_test_split
+
+    from emoprobe.jobs import _job_folds
+
+    table = pl.DataFrame({"text": [f"text {i % (n_rows - 1)}" for i in range(n_rows)]})  # one text twice
+    (train, test), = _job_folds(table, {"kind": "holdout", "fraction": fraction, "seed": seed}, 0)
+    expected_train, expected_test = train_test_split(np.arange(n_rows), test_size=fraction, random_state=seed)
+    assert train.tolist() == expected_train.tolist() and test.tolist() == expected_test.tolist()
 
 
 def test_shuffled_labels_permute_each_training_fold_and_keep_test_rows():

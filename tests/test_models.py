@@ -70,7 +70,7 @@ def run_extraction_job(tmp_path: Path, spec: dict, dtype: str = "auto", layers=(
     smk = SimpleNamespace(
         input=SimpleNamespace(table=str(table)), output=SimpleNamespace(shards=str(tmp_path / "shards")),
         params=SimpleNamespace(model=spec, device="cpu", dtype=dtype, layers=list(layers), positions=[-1],
-                               n_layers=max(layers), template="Context: {text} Answer:"),
+                               n_layers=max(layers), template="Context: {text} Answer:", answers=None),
         wildcards=SimpleNamespace(model="m", dataset="d"), threads=torch.get_num_threads(),
         config={"extraction": {"batch_size": "auto", "batch_tokens": "auto"}},
     )
@@ -182,7 +182,7 @@ def test_incomplete_model_folder_is_named(tmp_path, tiny_models, removed, named)
     for name in removed:
         (folder / name).unlink()
     with pytest.raises(ModelLoadError) as info:
-        models.LayerCountCache(tmp_path / "layer_counts.json")({"source": "local", "path": str(folder)})
+        models.ModelInfoCache(tmp_path / "model_info.json")({"source": "local", "path": str(folder)})
     for part in (str(folder), *named):
         assert part in str(info.value)
 

@@ -126,6 +126,30 @@ def test_torch_fit_is_sklearns_optimum(n_classes, C):
             np.testing.assert_allclose(fit.intercept[position, f], sklearn.intercept_, atol=1e-3)
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_unstandardised_torch_fit_is_sklearns_optimum_on_raw_inputs(n_classes):
+    """standardise: false (Tak et al.'s probe): fit_torch's weights are LogisticRegression(C)'s on
+    the raw training rows, and the sklearn backend's Pipeline leaves the inputs as they are."""
+    from sklearn.linear_model import LogisticRegression
+
+    from emoprobe.probes import fit_torch, make_logistic_probe
+
+    rng = np.random.default_rng(n_classes)
+    index = np.repeat(np.arange(n_classes), 70)
+    y = np.array([5, 9, 7])[index]
+    latent = rng.normal(size=(n_classes, 6))[index] * 0.7 + rng.normal(size=(len(y), 6))
+    X = (latent * rng.uniform(0.5, 3, 6) + rng.uniform(-2, 2, 6)).astype(np.float32)
+    folds = assign_folds(np.arange(len(y)), 3, 0, labels=y)
+    fit = fit_torch(X, y, folds, C=0.5, tolerance=1e-6, standardise=False)
+    assert (fit.mean == 0).all() and (fit.inv_scale == 1).all()
+    for f, (train, _) in enumerate(folds):
+        sklearn = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(X[train].astype(np.float64), y[train])
+        np.testing.assert_allclose(fit.coef[0, f], sklearn.coef_, atol=1e-3)
+        np.testing.assert_allclose(fit.intercept[0, f], sklearn.intercept_, atol=1e-3)
+        pipeline = make_logistic_probe(0.5, 10_000, standardise=False).fit(X[train], y[train])
+        np.testing.assert_array_equal(pipeline.named_steps["standardise"].transform(X[train]), X[train])
+
+
 def test_torch_optimum_equals_sklearn_predictions():
     from emoprobe.probes import fit_predict_sklearn, fit_predict_torch
 

@@ -18,9 +18,9 @@ def stages_importing(module: str) -> set[str]:
 @pytest.mark.parametrize(("module", "stages"), [
     # parse_positions (parts.py) and sha256_of (data/sources.py) shape every job reading shards
     ("parts.py", {"probe", "ridge", "directions"}),
-    ("data/sources.py", {"prepare", "extract", "probe", "ridge", "directions", "lexical", "compare"}),
+    ("data/sources.py", {"prepare", "extract", "probe", "ridge", "directions", "lexical", "compare", "answers"}),
     ("folds.py", {"probe", "ridge", "directions", "lexical"}),  # every probe's folds, the baseline's too
-    ("shards.py", {"extract", "probe", "ridge", "directions"}),
+    ("shards.py", {"extract", "probe", "ridge", "directions", "answers"}),
     ("extract.py", {"extract"}),
     ("models.py", {"extract"}),
     ("probes.py", {"probe", "directions"}),  # the classification probes never rerun ridge or the baseline
@@ -29,7 +29,10 @@ def stages_importing(module: str) -> set[str]:
     ("lexical.py", {"lexical"}),
     ("compare.py", {"compare", "aggregate", "report"}),
     ("regression.py", {"ridge", "lexical"}),  # the baseline's ridge shares the penalty search
-    ("data/isear.py", {"prepare", "ridge", "lexical", "compare"}),  # target names through data/prepare.py
+    # through data/prepare.py: target names, and the correct_only subset's class checks
+    ("data/isear.py", {"prepare", "ridge", "lexical", "compare", "probe", "directions", "answers"}),
+    ("answers.py", {"extract"}),  # label words: read in the extraction pass
+    ("answer_metrics.py", {"answers", "report"}),  # scoring the answers never reruns extraction
     ("aggregate.py", {"aggregate", "report"}),
     ("report.py", {"report"}),
     ("errors.py", STAGES),

@@ -69,7 +69,7 @@ def test_shards_have_contract_shape_and_metadata(finished_run):
 def test_metrics_table_is_tidy(finished_run):
     metrics = read_metrics(finished_run["workdir"])
     assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
-                               "pooled", "ci_low", "ci_high", "n_folds", "n_layers", "n_classes", "dtype"]
+                               "pooled", "ci_low", "ci_high", "n_folds", "n_layers", "n_classes", "dtype", "n_rows"]
     probed = metrics.filter(pl.col("model").is_not_null())
     assert set(probed["dtype"]) == {"float32"}  # CPU extraction
     assert probed.height == 4 * len(POSITIONS) * 3 * 3  # layers x positions x probes x metrics

@@ -8,10 +8,10 @@ import polars as pl
 
 from .compare import layer_ranges
 from .errors import EmoprobeError
-from .registry import control_name
+from .registry import ANSWER, control_name
 
 KEYS = ["model", "dataset", "target", "layer", "position", "probe", "metric"]
-DESCRIPTIVE = ["n_layers", "n_classes", "dtype"]
+DESCRIPTIVE = ["n_layers", "n_classes", "dtype", "n_rows"]
 INTERVAL = ["pooled", "ci_low", "ci_high"]  # the same on every fold row of a (keys) group
 
 def scored(classifiers: Sequence[str] = ("logreg",)) -> dict[str, tuple[str, str]]:
@@ -25,7 +25,8 @@ SUMMARY_SCHEMA = {
     "score_metric": pl.String, "best_layer": pl.Int64, "best_position": pl.Int64, "n_layers": pl.Int64,
     "score": pl.Float64, "score_std": pl.Float64, "score_ci_low": pl.Float64, "score_ci_high": pl.Float64,
     "candidates": pl.Int64, "first_layer_within_tolerance": pl.Int64,
-    "floor": pl.Float64, "chance": pl.Float64, "shuffled": pl.Float64,
+    "floor": pl.Float64, "chance": pl.Float64, "answer": pl.Float64, "answer_ci_low": pl.Float64,
+    "answer_ci_high": pl.Float64, "shuffled": pl.Float64,
     "selectivity": pl.Float64, "selectivity_ci_low": pl.Float64, "selectivity_ci_high": pl.Float64,
     "lexical": pl.Float64, "lexical_ci_low": pl.Float64, "lexical_ci_high": pl.Float64,
     "best_minus_lexical": pl.Float64, "best_minus_lexical_ci_low": pl.Float64,
@@ -103,7 +104,8 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
     score metric (accuracy, or R2 for ridge), the score there (and the 95% bootstrap CI of its
     pooled held-out score, which does not account for the pick), the first layer within `tolerance`
     of it at that position, the floor (majority-class accuracy, or the mean predictor's R2),
-    chance (1 / n_classes; null for ridge), and at the best (layer, position) the shuffled-label
+    chance (1 / n_classes; null for ridge), the model's own answer's score with its CI (answer,
+    where read; answers.py), and at the best (layer, position) the shuffled-label
     control's score and the selectivity (accuracy minus control-task accuracy) with its paired CI
     (null without them).
 
@@ -130,6 +132,7 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
                     "position": best["position"]}
             shuffled = select(metrics, control_name(probe, "shuffled"), metric).filter(**cell)["mean"]
             selectivity = select(metrics, control_name(probe, "selectivity"), metric).filter(**cell)
+            answer = select(metrics, ANSWER, metric).filter(model=model, dataset=dataset, target=target)
             words = lexical.get((dataset, target), {})
             rows.append({
                 "model": model, "dataset": dataset, "target": target, "probe": probe, "score_metric": metric,
@@ -139,6 +142,8 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
                 "first_layer_within_tolerance": plateau,
                 "floor": floors.get((model, dataset, target)),
                 "chance": 1.0 / best["n_classes"] if best["n_classes"] else None,
+                **{f"answer{suffix}": answer[column][0] if answer.height else None
+                   for suffix, column in (("", "mean"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))},
                 "shuffled": shuffled[0] if len(shuffled) else None,
                 **{f"selectivity{suffix}": selectivity[column][0] if selectivity.height else None
                    for suffix, column in (("", "pooled"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))},

@@ -4,10 +4,12 @@ Layer 0 is the input to the first transformer block (the embedding output, inclu
 position embeddings or scaling the architecture applies); layer i is the output of block i,
 i.e. the residual stream before any final norm. Only the configured token positions are
 gathered, on the device, before anything is copied to the host, and the forward pass stops
-after the deepest requested layer.
+after the deepest requested layer, unless the model's answer is read too (`answer_tokens`):
+then it runs to the LM head, which a pre-hook feeds the last prompt position only.
 
 The residual stream is the one site read (shards record `site: residual`); `HookedRun` is
-where hooks on attention or MLP outputs would be added.
+where hooks on attention or MLP outputs would be added. The answer's logits are the model's own
+(for Gemma 3 after its final soft-capping): the pre-hook only narrows the LM head's input.
 """
 
 from __future__ import annotations
@@ -67,23 +69,38 @@ def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> t
 
 
 class HookedRun(threading.local):
-    """Captures, per requested layer, the [B, P, H] residual stream at the gathered positions.
+    """Captures, per requested layer, the [B, P, H] residual stream at the gathered positions,
+    and with `answer_tokens` the logits of those token ids at the last prompt position
+    (captured["answers"]: ([B, L] float32, the unrestricted top-1 token ids [B])).
 
     A thread-local object: each thread that uses it gets its own `gather_index` and `captured`
     (Python runs `__init__` again for it), so several threads can run forward passes through
     the same hooks at once (see `extract`'s `streams`).
     """
 
-    def __init__(self, blocks: torch.nn.ModuleList, layers: Sequence[int]):
+    def __init__(self, blocks: torch.nn.ModuleList, layers: Sequence[int], answer_head: torch.nn.Module | None = None,
+                 answer_tokens: Sequence[int] | None = None):
         self.blocks, self.layers = blocks, layers
-        self.gather_index: torch.Tensor | None = None
-        self.captured: dict[int, torch.Tensor] = {}
+        self.answer_head, self.answer_tokens = answer_head, answer_tokens
+        self.gather_index: torch.Tensor | None = None  # [B, P] the positions read
+        self.last_index: torch.Tensor | None = None    # [B] the last prompt token, where the answer is read
+        self.captured: dict = {}
+
+    @property
+    def answering(self) -> bool:
+        return self.answer_tokens is not None
 
     def _keep(self, layer: int, hidden: torch.Tensor) -> None:
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
         self.captured[layer] = hidden[rows, self.gather_index].float().cpu()
-        if layer == max(self.layers):
+        if layer == max(self.layers) and not self.answering:
             raise _StopForward
+
+    def keep_answers(self, logits: torch.Tensor) -> None:
+        """From the LM head's logits [B, 1, V] at the last prompt position."""
+        logits = logits[:, -1].float()
+        tokens = torch.as_tensor(self.answer_tokens, device=logits.device)
+        self.captured["answers"] = (logits[:, tokens].cpu(), logits.argmax(-1).cpu())
 
     def __enter__(self):
         wanted = set(self.layers)
@@ -98,6 +115,12 @@ class HookedRun(threading.local):
                 def read_output(module, args, output, layer=index):
                     self._keep(layer, output if torch.is_tensor(output) else output[0])
                 handles.append(block.register_forward_hook(read_output))
+        if self.answering:
+            def last_position_only(module, args):
+                hidden = args[0]
+                rows = torch.arange(hidden.shape[0], device=hidden.device)
+                return (hidden[rows, self.last_index][:, None],)
+            handles.append(self.answer_head.register_forward_pre_hook(last_position_only))
         self._handles = handles
         return self
 
@@ -165,14 +188,16 @@ def pad_token_id(tokenizer) -> int:
 
 
 def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[int],
-                  accepted: frozenset[str]) -> dict[int, torch.Tensor]:
-    """One forward pass -> {layer: [B, P, H] float32 on CPU}; `accepted`: the optional forward()
-    keywords the model takes, looked up once per run rather than per batch."""
+                  accepted: frozenset[str]) -> dict:
+    """One forward pass -> {layer: [B, P, H] float32 on CPU} (and "answers" when `run` reads
+    them); `accepted`: the optional forward() keywords the model takes, looked up once per run
+    rather than per batch."""
     # Padding is checked on the host mask, before the copy: no device sync per batch.
     unpadded, left_padded = bool(mask.all()), not bool(mask[:, 0].all())
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
     run.gather_index = token_positions(mask, positions)
+    run.last_index = token_positions(mask, [-1])[:, 0]
     run.captured = {}
     # A batch without padding needs no mask: attention then takes its plain causal path.
     kwargs = {"input_ids": input_ids} if unpadded else {"input_ids": input_ids, "attention_mask": mask}
@@ -183,7 +208,9 @@ def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[in
         kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
     try:
         with torch.inference_mode():
-            model(**kwargs)
+            output = model(**kwargs)
+            if run.answering:
+                run.keep_answers(output.logits)
     except _StopForward:
         pass
     missing = sorted(set(run.layers) - set(run.captured))
@@ -212,6 +239,17 @@ def keep_freed_memory_mapped() -> None:
     libc.mallopt(M_ARENA_MAX, 1)
 
 
+def _answer_head(model, answer_tokens: Sequence[int] | None) -> torch.nn.Module | None:
+    """The LM head that HookedRun feeds the last prompt position, or None when no answer is read."""
+    if answer_tokens is None:
+        return None
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ExtractionError(f"{type(model).__name__} has no LM head, so it gives no answer: answers need a "
+                              "decoder LM (set `answers: false`, or probe a decoder).")
+    return head
+
+
 def _accepts(model, name: str) -> bool:
     parameters = inspect.signature(model.forward).parameters
     return name in parameters
@@ -225,8 +263,9 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
             positions: Sequence[int], batch_size: int,
             sink: Callable[[np.ndarray, dict[int, torch.Tensor]], None],
             forward: Callable = forward_batch, progress: bool = True, batch_tokens: int | None = None,
-            streams: int = 1) -> None:
-    """Run the model over all prompts; hand each batch's rows and activations to `sink`.
+            streams: int = 1, answer_tokens: Sequence[int] | None = None) -> None:
+    """Run the model over all prompts; hand each batch's rows and activations to `sink` (with
+    `answer_tokens`, also the logits of those token ids at the last prompt position, see HookedRun).
 
     Batches are length-sorted, of at most `batch_size` texts and `batch_tokens` padded tokens.
     A batch that runs out of (GPU) memory is split in half and retried; the limits stay
@@ -239,7 +278,7 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     token_lists = tokenize(tokenizer, prompts, ids, max(-p for p in positions), max_tokens)
     side = getattr(tokenizer, "padding_side", "right")
     pad_id = pad_token_id(tokenizer)
-    run = HookedRun(transformer_blocks(model), layers)
+    run = HookedRun(transformer_blocks(model), layers, _answer_head(model, answer_tokens), answer_tokens)
     accepted = frozenset(name for name in ("position_ids", "use_cache") if _accepts(model, name))
     if side == "left" and "position_ids" not in accepted:
         # Positions would count the pads; token positions come from the mask, so right padding is exact.
@@ -315,8 +354,11 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
                       layers: Sequence[int], positions: Sequence[int], batch_size: int,
                       shard_path: Callable[[int], str], metadata: dict[str, str],
                       forward: Callable = forward_batch, progress: bool = True,
-                      batch_tokens: int | None = None, streams: int = 1) -> None:
-    """Extract and stream every layer to its own shard; shards appear only when complete."""
+                      batch_tokens: int | None = None, streams: int = 1,
+                      answer_tokens: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Extract and stream every layer to its own shard; shards appear only when complete.
+    With `answer_tokens`, returns (their logits at the last prompt position [N, L] float32, the
+    unrestricted top-1 token ids [N]) per row, read in the same forward passes; else None."""
     hidden_size = text_config(model.config).hidden_size
     shape = (len(prompts), len(positions), hidden_size)
     writers = {
@@ -328,7 +370,12 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
         for layer in layers
     }
 
-    def sink(rows: np.ndarray, captured: dict[int, torch.Tensor]) -> None:
+    answers = ((np.full((len(prompts), len(answer_tokens)), np.nan, dtype=np.float32),
+                np.full(len(prompts), -1, dtype=np.int64)) if answer_tokens is not None else None)
+
+    def sink(rows: np.ndarray, captured: dict) -> None:
+        if answers is not None:
+            answers[0][rows], answers[1][rows] = (tensor.numpy() for tensor in captured["answers"])
         for layer, writer in writers.items():
             values = captured[layer].numpy()
             finite = np.isfinite(values).all(axis=(1, 2))
@@ -345,7 +392,7 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
 
     try:
         extract(model, tokenizer, prompts, ids, layers, positions, batch_size, sink, forward, progress, batch_tokens,
-                streams)
+                streams, answer_tokens)
         for writer in writers.values():
             writer.check_complete()
     except BaseException:
@@ -354,3 +401,4 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
         raise
     for writer in writers.values():
         writer.commit()
+    return answers

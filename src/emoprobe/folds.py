@@ -102,6 +102,22 @@ def assign_folds(groups: Sequence, cv_folds: int = 5, seed: int = 0, labels: Seq
     return list(splitter.split(np.zeros((len(groups), 1)), labels, inverse))
 
 
+def holdout_split(groups: Sequence, fraction: float = 0.2, seed: int = 42) -> Folds:
+    """The one (train, test) pair of sklearn's train_test_split(rows, test_size=fraction,
+    random_state=seed): unstratified and ungrouped (Tak et al. 2025's split), index arrays in
+    train_test_split's own order; logs how many texts have copies on both sides."""
+    from sklearn.model_selection import train_test_split
+
+    groups = np.asarray(groups)
+    if len(groups) < 2:
+        raise DataError(f"{len(groups)} rows are too few for a train/test split.")
+    train, test = train_test_split(np.arange(len(groups)), test_size=fraction, random_state=seed)
+    if straddling := len(np.intersect1d(groups[train], groups[test])):
+        log.warning("holdout split: %d texts have copies in both the training and the test rows (the split is "
+                    "not grouped by text)", straddling)
+    return [(train, test)]
+
+
 def shuffled_within_training(y: Sequence, folds: Folds, seed: int = 0) -> np.ndarray:
     """Labels [F, N] for the shuffled-label control: row f is y with fold f's training labels
     permuted among its training rows (seeded per fold; test rows keep their labels, which the

@@ -71,10 +71,13 @@ def extraction_plan(device, threads: int, config: dict) -> dict[str, int]:
     return {**plan, "streams": threads if device.type == "cpu" else 1}
 
 
+ANSWERS_FILE = "answers.parquet"  # in an extraction part's folder, when the model's answers are read
+
+
 def extract_activations(smk) -> None:
     import torch
 
-    from . import models
+    from . import answers, models
     from .data.sources import sha256_of
     from .extract import extract_to_shards, keep_freed_memory_mapped
 
@@ -100,15 +103,33 @@ def extract_activations(smk) -> None:
         "n_layers": str(p.n_layers), "dataset": smk.wildcards.dataset,
         "prompt_template": p.template, "prepared_sha256": sha256_of(smk.input.table),
     }
-    extract_to_shards(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(),
-                      p.layers, p.positions, plan["batch_size"],
-                      lambda layer: str(out_dir / f"layer_{layer}.safetensors"), metadata,
-                      batch_tokens=plan["batch_tokens"], streams=plan["streams"])
+    words = tokens = None
+    if p.answers is not None:  # the dataset's answer_words ({} for the label names)
+        classes = dict(table.select("label_id", "label").unique().sort("label_id").iter_rows())
+        words = answers.label_words(list(classes.values()), p.answers)
+        tokens = answers.label_tokens(tokenizer, words)
+        log.info("answers: logits of the label words' first tokens %s at position -1",
+                 {label: (words[label], token) for label, token in tokens.items()})
+    read = extract_to_shards(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(),
+                             p.layers, p.positions, plan["batch_size"],
+                             lambda layer: str(out_dir / f"layer_{layer}.safetensors"), metadata,
+                             batch_tokens=plan["batch_tokens"], streams=plan["streams"],
+                             answer_tokens=list(tokens.values()) if tokens else None)
+    if read is not None:
+        answered = answers.answer_table(table["id"].to_list(), table["label_id"].to_numpy(), classes, *read,
+                                        tokenizer, tokens)
+        partial = out_dir / f"{ANSWERS_FILE}.partial"
+        answers.write_answers(answered, str(partial), words, tokens)
+        partial.rename(out_dir / ANSWERS_FILE)
+        log.info("the model's answer: accuracy %.3f on %d texts; top-1 token a label word's for %.3f",
+                 answered["correct"].mean(), answered.height, answered["top1_is_label_word"].mean())
 
 
 def _probe_inputs(smk) -> tuple:
     """(prepared table, shard metadata, {position: X [N, H]} at the job's layer for each of its
-    positions), the shard checked to match the table."""
+    positions, prepared-table row of each of the N rows), the shard checked to match the table.
+    With the dataset's `subset: correct_only`, only the rows data.prepare.correct_only_rows keeps."""
+    from .data.prepare import correct_only_rows
     from .data.sources import sha256_of
     from .parts import parse_positions
     from .shards import check_metadata, read_metadata, read_position
@@ -123,26 +144,35 @@ def _probe_inputs(smk) -> tuple:
     wanted = parse_positions(smk.wildcards.positions)
     if missing := sorted(set(wanted) - set(held)):
         raise EmoprobeError(f"{shard} holds positions {held}, not {missing}; delete its folder and rerun extraction.")
-    return table, metadata, {position: read_position(shard, held.index(position)) for position in wanted}
+    rows = np.arange(table.height)
+    if smk.params.subset == "correct_only":
+        rows = correct_only_rows(pl.read_parquet(smk.input.answers), table, smk.params.subset_checks)
+        log.info("subset correct_only: %d of %d texts, the ones %s answered correctly", len(rows), table.height,
+                 smk.wildcards.model)
+    return (table[rows], metadata, {position: read_position(shard, held.index(position))[rows] for position in wanted},
+            rows)
 
 
-def _job_folds(table: pl.DataFrame, official_split: bool, cv_folds: int, seed: int, labels=None):
-    """The job's (train, test) pairs, all copies of a text in one fold: k-fold CV over all rows
-    (stratified by `labels` when given), or with official_split the one (train + dev, test) pair."""
-    from .folds import assign_folds
+def _job_folds(table: pl.DataFrame, split: dict, seed: int, labels=None):
+    """The job's (train, test) pairs: `split` (the rule's split param) kfold, k-fold CV over all
+    rows, all copies of a text in one fold (stratified by `labels` when given); holdout, sklearn's
+    train_test_split; official, the dataset's one (train + dev, test) pair."""
+    from .folds import assign_folds, holdout_split
 
-    if official_split and "split" not in table.columns:
+    if split["kind"] == "official" and "split" not in table.columns:
         raise EmoprobeError("official_split is on but the prepared table has no `split` column; rerun "
                             "prepare_dataset.")
-    return assign_folds(table["text"].to_numpy(), cv_folds, seed, labels=labels,
-                        split=table["split"].to_list() if official_split else None)
+    if split["kind"] == "holdout":
+        return holdout_split(table["text"].to_numpy(), split["fraction"], split["seed"])
+    return assign_folds(table["text"].to_numpy(), split.get("cv_folds", 2), seed, labels=labels,
+                        split=table["split"].to_list() if split["kind"] == "official" else None)
 
 
 def _keyed(scores: pl.DataFrame, model: str | None, dataset: str, layer: int | None, position: int | None,
-           n_layers: int | None, n_classes: int | None, dtype: str | None) -> pl.DataFrame:
+           n_layers: int | None, n_classes: int | None, dtype: str | None, n_rows: int) -> pl.DataFrame:
     """Per-fold scores with the metrics table's keys: model, dataset, target, layer, position, ...,
-    n_layers, n_classes and the shards' extraction dtype (all but dataset and target null for the
-    lexical baseline, which reads no model)."""
+    n_layers, n_classes, the shards' extraction dtype (model, layer, position, n_layers and dtype
+    null for the lexical baseline, which reads no model) and n_rows, the texts scored."""
     return scores.select(
         pl.lit(model, dtype=pl.String).alias("model"), pl.lit(dataset).alias("dataset"),
         pl.col("target"), pl.lit(layer, dtype=pl.Int64).alias("layer"),
@@ -151,6 +181,7 @@ def _keyed(scores: pl.DataFrame, model: str | None, dataset: str, layer: int | N
         pl.lit(n_layers, dtype=pl.Int64).alias("n_layers"),
         pl.lit(n_classes, dtype=pl.Int64).alias("n_classes"),
         pl.lit(dtype, dtype=pl.String).alias("dtype"),
+        pl.lit(n_rows, dtype=pl.Int64).alias("n_rows"),
     )
 
 
@@ -159,10 +190,11 @@ def _write(table: pl.DataFrame, path: str) -> None:
     table.write_parquet(path)
 
 
-def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | None, fit, summarise) -> None:
+def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | None, fit, summarise,
+                       rows: np.ndarray) -> None:
     """fit(X) -> a CrossValidation at each of the job's positions in turn; logs summarise(scores)
     per position and writes all positions' keyed scores and their held-out predictions (with a
-    `position` column first) to the job's outputs."""
+    `position` column first, `row` the prepared-table row: X's rows are its `rows`) to the job's outputs."""
     from threadpoolctl import threadpool_limits
 
     scores, predictions = [], []
@@ -170,8 +202,9 @@ def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | 
         for position, X in activations.items():
             result = fit(X)
             scores.append(_keyed(result.scores, smk.wildcards.model, smk.wildcards.dataset, int(smk.wildcards.layer),
-                                 position, int(metadata["n_layers"]), n_classes, metadata["dtype"]))
-            predictions.append(result.predictions.select(pl.lit(position, dtype=pl.Int64).alias("position"), pl.all()))
+                                 position, int(metadata["n_layers"]), n_classes, metadata["dtype"], len(rows)))
+            held_out = result.predictions.with_columns(row=pl.Series(rows)[result.predictions["row"]])
+            predictions.append(held_out.select(pl.lit(position, dtype=pl.Int64).alias("position"), pl.all()))
             log.info("layer %s position %d: %s", smk.wildcards.layer, position, summarise(scores[-1]))
     _write(pl.concat(scores), smk.output.scores)
     _write(pl.concat(predictions), smk.output.predictions)
@@ -186,9 +219,9 @@ def fit_probe(smk) -> None:
     p = smk.params
     entry = dict(p.probe)
     name, kind = entry.pop("name"), entry.pop("kind")
-    table, metadata, activations = _probe_inputs(smk)
+    table, metadata, activations, rows = _probe_inputs(smk)
     y = table["label_id"].to_numpy()
-    folds = _job_folds(table, p.official_split, p.cv_folds, p.seed, labels=y)
+    folds = _job_folds(table, p.split, p.seed, labels=y)
     control = control_labels(p.control_task, table["text"].to_list(), y, p.seed) if p.control_task else None
     majority = majority_rate(y, folds)
 
@@ -210,7 +243,7 @@ def fit_probe(smk) -> None:
                 f"; majority rate {majority:.3f}"
                 + "".join(f"; {probe} {pooled[probe]['pooled'][0]:.3f}" for probe in others))
 
-    _fit_each_position(smk, activations, metadata, table["label_id"].n_unique(), fit, summarise)
+    _fit_each_position(smk, activations, metadata, table["label_id"].n_unique(), fit, summarise, rows)
 
 
 def save_directions(smk) -> None:
@@ -221,12 +254,12 @@ def save_directions(smk) -> None:
     from .probes import fit_directions
 
     p = smk.params
-    table, metadata, activations = _probe_inputs(smk)
+    table, metadata, activations, _ = _probe_inputs(smk)
     y = table["label_id"].to_numpy()
     classes = np.unique(y)
     label_of = dict(table.select("label_id", "label").unique().iter_rows())
     fitted = fit_directions(np.stack(list(activations.values())), y, p.probe["C"], p.probe["max_iter"],
-                            p.probe["backend"], p.seed)
+                            p.probe["backend"], p.seed, p.probe["standardise"])
     provenance = {key: metadata[key] for key in ("model_name", "model_id", "commit", "file_sha256", "quantisation",
                                                  "dtype", "n_layers", "dataset", "prepared_sha256", "prompt_template")}
     info = {"probe": p.probe["name"], "layer": smk.wildcards.layer, "positions": json.dumps(list(activations)),
@@ -234,7 +267,8 @@ def save_directions(smk) -> None:
             "labels": json.dumps([label_of[i] for i in classes.tolist()]),
             "weight_rows": "one per class" if len(classes) > 2 else "one: the logit of the second class",
             "units": "raw activations: logits = x @ weight[p].T + bias[p]; standardised z = (x - mean[p]) / scale[p]",
-            "C": str(p.probe["C"]), "backend": p.probe["backend"]}
+            "C": str(p.probe["C"]), "backend": p.probe["backend"], "standardise": str(p.probe["standardise"]),
+            "subset": p.subset, "n_rows": str(table.height)}
     Path(smk.output.directions).parent.mkdir(parents=True, exist_ok=True)
     save_file(fitted, smk.output.directions, metadata=provenance | info)
     log.info("saved %s directions at layer %s, positions %s: weight %s", p.probe["name"], smk.wildcards.layer,
@@ -247,12 +281,12 @@ def fit_ridge(smk) -> None:
     from .regression import cross_validate_ridge
 
     p = smk.params
-    table, metadata, activations = _probe_inputs(smk)
+    table, metadata, activations, rows = _probe_inputs(smk)
     targets = target_columns(table)
     if not targets:
         raise EmoprobeError(f"{smk.input.table} has no regression target columns; rerun prepare_dataset.")
     values, texts = table.select(targets).to_numpy(), table["text"].to_numpy()
-    folds = _job_folds(table, p.official_split, p.cv_folds, p.seed)
+    folds = _job_folds(table, p.split, p.seed)
 
     def summarise(scores):
         r2 = (scores.filter((pl.col("probe") == "ridge") & (pl.col("metric") == "r2"))
@@ -261,7 +295,7 @@ def fit_ridge(smk) -> None:
 
     _fit_each_position(smk, activations, metadata, None,
                        lambda X: cross_validate_ridge(X, values, targets, seed=p.seed, groups=texts, folds=folds),
-                       summarise)
+                       summarise, rows)
 
 
 def lexical_baseline(smk) -> None:
@@ -275,22 +309,55 @@ def lexical_baseline(smk) -> None:
     texts = table["text"].to_list()
     if smk.rule == "lexical_baseline":
         y = table["label_id"].to_numpy()  # prepare_dataset guarantees two classes or more
-        result = cross_validate_lexical(texts, y, _job_folds(table, p.official_split, p.cv_folds, p.seed, labels=y),
-                                        p.seed)
+        result = cross_validate_lexical(texts, y, _job_folds(table, p.split, p.seed, labels=y), p.seed)
         result = result._replace(scores=result.scores.with_columns(target=pl.lit("label")))
         n_classes = table["label_id"].n_unique()
     else:
         targets = target_columns(table)
         result = cross_validate_lexical_ridge(texts, table.select(targets).to_numpy(), targets,
-                                              _job_folds(table, p.official_split, p.cv_folds, p.seed), p.seed)
+                                              _job_folds(table, p.split, p.seed), p.seed)
         n_classes = None
-    scores = _keyed(result.scores, None, smk.wildcards.dataset, None, None, None, n_classes, None)
+    scores = _keyed(result.scores, None, smk.wildcards.dataset, None, None, None, n_classes, None, table.height)
     log.info("lexical baseline on %d rows: %s", table.height, ", ".join(
         f"{target} {metric} {value:.3f} [{low:.3f}, {high:.3f}]" for target, metric, value, low, high in
         scores.group_by("target", "metric", maintain_order=True)
         .agg(pl.col("pooled", "ci_low", "ci_high").first()).iter_rows()))
     _write(scores, smk.output.scores)
     _write(result.predictions, smk.output.predictions)
+
+
+def collect_answers(smk) -> None:
+    """One model x dataset's answers, read by its extraction: the answers table, their scores in
+    the probe files' format (probe "answer", layer and position null) and the counts per class
+    (with `subset: correct_only`, also how many texts the probes keep)."""
+    import shutil
+
+    from .answer_metrics import answer_scores, class_counts
+    from .data.prepare import correct_only_rows
+    from .shards import read_metadata
+
+    p = smk.params
+    part = Path(smk.input.part)
+    source = part / ANSWERS_FILE
+    if not source.is_file():
+        raise EmoprobeError(f"{part} holds no {ANSWERS_FILE}: it was extracted without answers. Rerun its "
+                            f"extraction: rm -r {part} && snakemake {part}")
+    table = pl.read_parquet(smk.input.table)
+    answered = pl.read_parquet(source)
+    kept = table[correct_only_rows(answered, table, p.subset_checks)] if p.subset == "correct_only" else None
+    Path(smk.output.answers).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, smk.output.answers)  # with its parquet metadata (the label words)
+    extraction = read_metadata(next(part.glob("layer_*.safetensors")))
+    scores = answer_scores(answered, p.seed).with_columns(target=pl.lit("label"))
+    _write(_keyed(scores, smk.wildcards.model, smk.wildcards.dataset, None, None, int(extraction["n_layers"]),
+                  table["label_id"].n_unique(), extraction["dtype"], table.height), smk.output.scores)
+    _write(class_counts(answered, kept).select(pl.lit(smk.wildcards.model).alias("model"),
+                                               pl.lit(smk.wildcards.dataset).alias("dataset"), pl.all()),
+           smk.output.classes)
+    log.info("%s on %s: answer accuracy %.3f on %d texts (label words %s)%s", smk.wildcards.model,
+             smk.wildcards.dataset, answered["correct"].mean(), answered.height,
+             pl.read_parquet_metadata(source).get("answer_words"),
+             f"; correct_only keeps {kept.height}" if kept is not None else "")
 
 
 def compare_with_lexical(smk) -> None:
@@ -341,6 +408,8 @@ def build_report(smk) -> None:
     from .report import build_report as build
 
     metrics = pl.read_parquet(smk.input.metrics)
+    answers = {(model, dataset): (pl.read_parquet(table), pl.read_parquet(counts))
+               for (model, dataset), table, counts in zip(smk.params.answered, smk.input.answers, smk.input.classes)}
     index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance,
-                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers)
+                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers, answers)
     log.info("report written to %s", index)

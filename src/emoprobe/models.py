@@ -1,4 +1,6 @@
-"""Model loading from the Hugging Face Hub, a local directory or a GGUF file."""
+"""Model loading from the Hugging Face Hub, a local directory or a GGUF file: decoder LMs with
+their LM head (AutoModelForCausalLM, so that the model's own answer can be read), encoders
+without one (AutoModel)."""
 
 from __future__ import annotations
 
@@ -145,18 +147,40 @@ def _load_error(model: ResolvedModel, action: str, exc: Exception) -> ModelLoadE
                           f"{type(exc).__name__}: {exc}")
 
 
-def count_layers(spec: dict) -> int:
-    """Number of transformer blocks, read cheaply from the config (no weights loaded)."""
-    from transformers import AutoConfig
+def is_decoder_lm(config) -> bool:
+    """Whether a model config is a causal (decoder-only) language model, which can answer a prompt:
+    its type has a causal-LM head in transformers and no masked-LM head (BERT-like encoders have
+    both), and it is not an encoder-decoder."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
-    from .extract import text_config
+    model_type = config.model_type
+    return (model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            and not getattr(config, "is_encoder_decoder", False))
+
+
+def read_config(spec: dict):
+    """A model entry's transformers config, read cheaply (no weights loaded)."""
+    from transformers import AutoConfig
 
     resolved = resolve(spec)
     try:
-        config = AutoConfig.from_pretrained(resolved.directory, **_load_kwargs(resolved))
+        return AutoConfig.from_pretrained(resolved.directory, **_load_kwargs(resolved))
     except Exception as exc:  # noqa: BLE001 (transformers raises many types here)
         raise _load_error(resolved, "read the config of", exc) from exc
-    return int(text_config(config).num_hidden_layers)
+
+
+def model_info(spec: dict) -> dict:
+    """{"n_layers": transformer blocks, "decoder": is_decoder_lm} of a model entry, from its config."""
+    from .extract import text_config
+
+    config = read_config(spec)
+    return {"n_layers": int(text_config(config).num_hidden_layers), "decoder": is_decoder_lm(config)}
+
+
+def count_layers(spec: dict) -> int:
+    """Number of transformer blocks, read cheaply from the config (no weights loaded)."""
+    return model_info(spec)["n_layers"]
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -180,14 +204,15 @@ def resolve_dtype(requested: str, device_type: str) -> str:
 
 
 def load(spec: dict, device: torch.device, dtype: str = "auto"):
-    """Load (tokenizer, base model without LM head, ResolvedModel) in eval mode on `device`,
-    computing in `dtype` (see `resolve_dtype`). A Hub model's revision is resolved to a commit
+    """Load (tokenizer, model, ResolvedModel) in eval mode on `device`, computing in `dtype` (see
+    `resolve_dtype`): a decoder LM (`is_decoder_lm`) with its LM head (AutoModelForCausalLM),
+    an encoder without one (AutoModel). A Hub model's revision is resolved to a commit
     first, and tokenizer and weights both come from that commit (recorded as `commit`).
     Weights come from safetensors or GGUF, never pickles; with the spec's `random_init` they
     are not read at all (see `random_init`).
     """
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve(spec)
     torch_dtype = getattr(torch, resolve_dtype(dtype, device.type))
@@ -196,28 +221,29 @@ def load(spec: dict, device: torch.device, dtype: str = "auto"):
     kwargs = _load_kwargs(resolved)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.directory, **kwargs)
+        config = AutoConfig.from_pretrained(resolved.directory, **kwargs)
+        auto = AutoModelForCausalLM if is_decoder_lm(config) else AutoModel
         if spec.get("random_init"):
-            model = random_init(resolved, spec.get("init_seed", 0), torch_dtype)
+            model = random_init(auto, config, spec.get("init_seed", 0), torch_dtype)
         else:
             weights = {} if resolved.gguf_file else {"use_safetensors": True}
-            model = AutoModel.from_pretrained(resolved.directory, dtype=torch_dtype, **weights, **kwargs)
+            model = auto.from_pretrained(resolved.directory, config=config, dtype=torch_dtype, **weights, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise _load_error(resolved, "load", exc) from exc
     model.to(device).eval()
     return tokenizer, model, resolved
 
 
-def random_init(resolved: ResolvedModel, seed: int, dtype) -> torch.nn.Module:
-    """The model's architecture from its config alone (no pretrained weights read), weights drawn by
-    the architecture's own initialiser (transformers' `_init_weights`, as for training from
-    scratch) under torch's generator seeded with `seed`; the global RNG state is left as it was."""
+def random_init(auto, config, seed: int, dtype) -> torch.nn.Module:
+    """The model's architecture from its config alone (no pretrained weights read; `auto`: the
+    Auto class to build it with), weights drawn by the architecture's own initialiser
+    (transformers' `_init_weights`, as for training from scratch) under torch's generator seeded
+    with `seed`; the global RNG state is left as it was."""
     import torch
-    from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(resolved.directory, **_load_kwargs(resolved))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AutoModel.from_config(config, dtype=dtype)
+        return auto.from_config(config, dtype=dtype)
 
 
 class _JsonCache:
@@ -267,8 +293,8 @@ def check_pinned_sha256(spec: dict, cache_path: str | Path = SHA256_CACHE) -> st
     return actual
 
 
-class LayerCountCache(_JsonCache):
-    """`count_layers` memoised on disk, so that building the DAG does not import transformers
+class ModelInfoCache(_JsonCache):
+    """`model_info` memoised on disk, so that building the DAG does not import transformers
     or parse weight files on every `snakemake` call. Keys include the spec and, for local
     files, their size and mtime, so a replaced model is re-read."""
 
@@ -288,5 +314,5 @@ class LayerCountCache(_JsonCache):
                 stamp = None
         return json.dumps([spec, stamp], sort_keys=True, default=str)
 
-    def __call__(self, spec: dict) -> int:
-        return self.get(self._key(spec), lambda: count_layers(spec))
+    def __call__(self, spec: dict) -> dict:
+        return self.get(self._key(spec), lambda: model_info(spec))

@@ -21,9 +21,11 @@ from .folds import CrossValidation, Folds, assign_folds, fold_scores, held_out, 
 log = logging.getLogger(__name__)
 
 
-def make_logistic_probe(C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> Pipeline:
+def make_logistic_probe(C: float = 1.0, max_iter: int = 1000, seed: int = 0, standardise: bool = True) -> Pipeline:
+    """StandardScaler + LogisticRegression(C) (lbfgs); with standardise=False the scaler passes
+    the activations through unchanged (Tak et al.'s probe)."""
     return Pipeline([
-        ("standardise", StandardScaler()),
+        ("standardise", StandardScaler(with_mean=standardise, with_std=standardise)),
         ("logreg", LogisticRegression(C=C, max_iter=max_iter, random_state=seed)),
     ])
 
@@ -39,7 +41,7 @@ def check_probe_inputs(X: np.ndarray, y: np.ndarray) -> None:
 
 
 def proba_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
-                  seed: int = 0, fold_labels: np.ndarray | None = None) -> np.ndarray:
+                  seed: int = 0, fold_labels: np.ndarray | None = None, standardise: bool = True) -> np.ndarray:
     """Out-of-fold class probabilities [N, K] of the sklearn Pipeline, one fit per fold; columns
     follow np.unique(y), rows in no test fold are NaN. fold_labels [F, N]: the labels fold f
     trains on (default y for every fold)."""
@@ -47,7 +49,7 @@ def proba_sklearn(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, ma
     proba = np.full((len(y), len(classes)), np.nan)
     unconverged = 0
     for fold, (train, test) in enumerate(folds):
-        probe = make_logistic_probe(C, max_iter, seed)
+        probe = make_logistic_probe(C, max_iter, seed, standardise)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             probe.fit(X[train], (y if fold_labels is None else fold_labels[fold])[train])
@@ -83,8 +85,10 @@ def probabilities(kind: str, settings: dict, X: np.ndarray, labels: np.ndarray, 
     torch = settings["backend"] == "torch"
     if kind == "logreg":
         if torch:
-            return proba_torch(X, labels, folds, settings["C"], settings["max_iter"], fold_labels=fold_labels)[0]
-        return proba_sklearn(X, labels, folds, settings["C"], settings["max_iter"], seed, fold_labels)
+            return proba_torch(X, labels, folds, settings["C"], settings["max_iter"], fold_labels=fold_labels,
+                               standardise=settings["standardise"])[0]
+        return proba_sklearn(X, labels, folds, settings["C"], settings["max_iter"], seed, fold_labels,
+                             settings["standardise"])
     options = {key: settings[key] for key in KINDS["mlp"] if key != "backend"}
     if torch:
         return proba_mlp_torch(X, labels, folds, seed=seed, groups=groups, fold_labels=fold_labels, **options)[0]
@@ -167,7 +171,7 @@ def _selectivity(scores: pl.DataFrame, predictions: pl.DataFrame, y: np.ndarray,
 
 
 def fit_directions(X: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int = 1000, backend: str = "torch",
-                   seed: int = 0) -> dict[str, np.ndarray]:
+                   seed: int = 0, standardise: bool = True) -> dict[str, np.ndarray]:
     """The logistic probe fitted once on all rows at each position of X [P, N, H] (or [N, H]),
     in the model's own units: the logits are x @ weight.T + bias for a raw activation x, with
     weight = coef / scale (the standardiser folded in) and bias = intercept - mean @ weight.T.
@@ -176,20 +180,22 @@ def fit_directions(X: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int =
     far from 0) weight [P, K', H], bias [P, K'], and the standardiser's mean [P, H]
     and scale [P, H] (1 for features constant over the rows, whose weight is 0); K' = 1 for two
     classes (the logit of the second class, the first's fixed at 0), else one row per class,
-    in np.unique(y) order.
+    in np.unique(y) order. With standardise=False, mean is 0 and scale 1.
     """
     X = _by_position(X)
     all_rows = [(np.arange(X.shape[1]), np.array([], dtype=np.int64))]
     if backend == "torch":
-        probes = fit_torch(X, y, all_rows, C, max_iter)
+        probes = fit_torch(X, y, all_rows, C, max_iter, standardise=standardise)
         coef, intercept, mean = probes.coef[:, 0], probes.intercept[:, 0], probes.mean[:, 0]
         inv_scale = probes.inv_scale[:, 0]
     else:
         fits = []
         for position in X:
-            probe = make_logistic_probe(C, max_iter, seed).fit(position, y)
+            probe = make_logistic_probe(C, max_iter, seed, standardise).fit(position, y)
             scaler, model = probe.named_steps["standardise"], probe.named_steps["logreg"]
-            fits.append((model.coef_, model.intercept_, scaler.mean_, 1.0 / scaler.scale_))
+            mean, scale = ((scaler.mean_, scaler.scale_) if standardise
+                           else (np.zeros(position.shape[1]), np.ones(position.shape[1])))
+            fits.append((model.coef_, model.intercept_, mean, 1.0 / scale))
         coef, intercept, mean, inv_scale = (np.stack(parts) for parts in zip(*fits))
     coef, intercept, mean, inv_scale = (np.asarray(a, dtype=np.float64) for a in (coef, intercept, mean, inv_scale))
     weight = coef * inv_scale[:, None, :]
@@ -335,13 +341,14 @@ class TorchProbes:
 
 def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
               device: str | None = None, tolerance: float = 1e-4, precondition: bool = True,
-              fold_labels: np.ndarray | None = None) -> TorchProbes:
+              fold_labels: np.ndarray | None = None, standardise: bool = True) -> TorchProbes:
     """Fit every (position, fold) problem at once in torch; X is [P, N, H] (or [N, H]).
     fold_labels [F, N]: the labels fold f trains on (default y for every fold; the classes are
     np.unique(y) either way).
 
     Each problem minimises sklearn's LogisticRegression(C) objective on inputs standardised
-    with its training rows: mean cross-entropy + ||W||^2 / (2 C n_train), intercept
+    with its training rows (with standardise=False on the raw inputs: mean 0, inv_scale 1):
+    mean cross-entropy + ||W||^2 / (2 C n_train), intercept
     unpenalised; for K = 2 classes one weight column (class 0's logit fixed at 0, sklearn's
     binary objective), for K >= 3 one per class (multinomial). It stops as sklearn does, once
     max |dObjective/d(W, b)| < tolerance. Standardisation is folded into the weights, so each
@@ -375,12 +382,14 @@ def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_it
     # standardised, so it gets no weight at all (e.g. every prompt ending in the same token).
     inv_scale = torch.where(_constant(var, mean, n_train[None, :, None]), 0.0, var.rsqrt()).float()
     mean = mean.float()
+    if not standardise:
+        mean, inv_scale = torch.zeros_like(mean), torch.ones_like(inv_scale)
     weight = (train / n_train[:, None]).float()                                       # [F, N]
     penalty = (1.0 / (2 * C * n_train)).float()                                       # [F]
     fold_index = np.broadcast_to(y_index, (n_folds, n)) if fold_labels is None else np.searchsorted(classes, fold_labels)
     onehot = torch.nn.functional.one_hot(torch.as_tensor(np.array(fold_index.T), device=device), len(classes)).float()  # [N, F, K]
-    M, M_inv = (_preconditioner(centred, centre, len(classes), 2 * float(penalty.mean())) if precondition
-                else (None, None))                                                    # [P, H, H]
+    M, M_inv = (_preconditioner(centred, centre, len(classes), 2 * float(penalty.mean()), standardise)
+                if precondition else (None, None))                                                    # [P, H, H]
     del centred
 
     def split(theta):
@@ -420,13 +429,13 @@ def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_it
 
 def proba_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_iter: int = 1000,
                 device: str | None = None, tolerance: float = 1e-4, precondition: bool = True,
-                fold_labels: np.ndarray | None = None) -> np.ndarray:
+                fold_labels: np.ndarray | None = None, standardise: bool = True) -> np.ndarray:
     """Out-of-fold class probabilities [P, N, K] of fit_torch's probes for X [P, N, H] (or
     [N, H]); columns follow np.unique(y), rows in no test fold are NaN."""
     import torch
 
     device = _device(device)
-    probes = fit_torch(X, y, folds, C, max_iter, device, tolerance, precondition, fold_labels)
+    probes = fit_torch(X, y, folds, C, max_iter, device, tolerance, precondition, fold_labels, standardise)
     X = _by_position(X)
     with torch.no_grad():
         W, b, mean, inv_scale = (torch.as_tensor(a, device=device) for a in
@@ -478,14 +487,17 @@ def _constant(var, mean, n):
     return var <= n * torch.finfo(torch.float64).eps * var + (n * mean * torch.finfo(torch.float64).eps) ** 2
 
 
-def _preconditioner(centred: "torch.Tensor", centre: "torch.Tensor", n_classes: int, ridge: float):
+def _preconditioner(centred: "torch.Tensor", centre: "torch.Tensor", n_classes: int, ridge: float,
+                    standardise: bool = True):
     """(M, M^-1) per position, M = (R / K + ridge I)^(-1/2), R the correlation of the features
-    (`centred` [P, N, H] float64, less their means `centre`) over all rows (labels unused: it
-    only steers the optimiser)."""
+    (`centred` [P, N, H] float64, less their means `centre`) over all rows, or their covariance
+    for a probe on raw inputs (labels unused: it only steers the optimiser)."""
     import torch
 
     var = centred.square().mean(1, keepdim=True)
     inv_std = torch.where(_constant(var, centre, centred.shape[1]), 0.0, var.rsqrt())
+    if not standardise:
+        inv_std = torch.ones_like(inv_std)
     standardised = (centred * inv_std).float()
     correlation = (standardised.transpose(1, 2) @ standardised).double() / centred.shape[1]  # [P, H, H]
     eigenvalues, U = torch.linalg.eigh(correlation)

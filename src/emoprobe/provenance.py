@@ -26,6 +26,7 @@ STAGES = {
     "ridge": "fit_ridge",
     "directions": "save_directions",
     "lexical": "lexical_baseline",
+    "answers": "collect_answers",
     "compare": "compare_with_lexical",
     "aggregate": "aggregate_metrics",
     "report": "build_report",

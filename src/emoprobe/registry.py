@@ -8,8 +8,9 @@ the same folds, its controls, named "<name>_shuffled", "<name>_control", "<name>
 from __future__ import annotations
 
 KINDS = {
-    # sklearn's LogisticRegression(C) objective on standardised inputs (probes.fit_torch / the Pipeline)
-    "logreg": {"backend": "torch", "C": 1.0, "max_iter": 1000},
+    # sklearn's LogisticRegression(C) objective on standardised (or, standardise: false, raw) inputs
+    # (probes.fit_torch / the Pipeline)
+    "logreg": {"backend": "torch", "C": 1.0, "max_iter": 1000, "standardise": True},
     # one hidden ReLU layer (emoprobe.mlp)
     "mlp": {"backend": "torch", "hidden": 256, "weight_decay": 0.01, "lr": 0.001, "batch_size": 128,
             "max_epochs": 20, "patience": 3, "validation_fraction": 0.1},
@@ -18,7 +19,8 @@ KINDS = {
 BACKEND_DEFAULTS = {("mlp", "sklearn"): {"hidden": 32, "weight_decay": 1e-4, "batch_size": 200, "max_epochs": 200,
                                          "patience": 10}}
 LINEAR = ("logreg",)  # kinds whose fit is a direction per class in the activation space
-RESERVED = ("majority", "ridge", "mean", "lexical")  # probe values the workflow writes itself
+ANSWER = "answer"  # the model's own answer's probe value (answers.py)
+RESERVED = ("majority", "ridge", "mean", "lexical", ANSWER)  # probe values the workflow writes itself
 CONTROLS = ("shuffled", "control", "selectivity")
 
 

@@ -10,7 +10,8 @@ import altair as alt
 import polars as pl
 
 from .aggregate import majority_rate, scored, select, summarise
-from .registry import control_name
+from .answer_metrics import TOP1_METRIC, confusion
+from .registry import ANSWER, control_name
 
 alt.data_transformers.disable_max_rows()
 
@@ -86,10 +87,23 @@ def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
     return base.mark_rule(strokeDash=[4, 4], color="gray") + labels
 
 
+def _answer_layer(answer: pl.DataFrame, layers: list[int]) -> alt.LayerChart:
+    """The model's own answer accuracy: a green level line across `layers` over its CI band, labelled."""
+    data = pl.concat([answer.with_columns(layer=pl.lit(layer, dtype=pl.Int64)) for layer in (min(layers), max(layers))])
+    base = alt.Chart(data).encode(x="layer:Q")
+    tooltip = [alt.Tooltip("mean:Q", format=".3f", title="the model's own answer"),
+               alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")]
+    label = base.transform_filter(alt.datum.layer == max(layers)).mark_text(
+        align="right", dy=-7, fontSize=10, color="green").encode(y="mean:Q", text=alt.value("the model's own answer"))
+    return (base.mark_area(opacity=0.12, color="green").encode(y="low:Q", y2="high:Q")
+            + base.mark_line(color="green").encode(y="mean:Q", tooltip=tooltip) + label)
+
+
 def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str,
                       twins: Sequence[str] = (), probe: str = "logreg") -> alt.LayerChart:
     """Held-out accuracy by layer (mean over folds), one line per position, band = the 95% bootstrap
-    CI of the pooled held-out accuracy; with the lexical baseline (line and CI band), and at the
+    CI of the pooled held-out accuracy; with the lexical baseline (line and CI band), the model's
+    own answer (green line and CI band; answers.py), and at the
     position nearest the end the shuffled-label control (dotted), the control task (dashed), the
     random-init `twins` (long dashes, with their CI band); majority and chance. `probe`: the
     classification probe drawn."""
@@ -118,6 +132,10 @@ def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str
     if lexical.height:
         layers.append(_lexical_layer(lexical))
         legend.append("dash-dot: lexical baseline (TF-IDF of the text alone) with its CI")
+    answer = _scores(of, ANSWER)
+    if answer.height:
+        layers.append(_answer_layer(answer, data["layer"].to_list()))
+        legend.append("green: the model's own answer (label words' logits at the last position) with its CI")
     return alt.layer(*layers).properties(
         title={"text": f"{model} on {dataset}: {probe} accuracy by layer",
                "subtitle": ["; ".join(legend), *([note] if note else [])]}, width=520, height=300)
@@ -158,6 +176,27 @@ def selectivity_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: 
         title={"text": f"{model} on {dataset}: {probe} selectivity by layer",
                "subtitle": ["line: mean over folds; band: paired 95% bootstrap CI of the pooled difference",
                             *([note] if note else [])]}, width=520, height=260)
+
+
+def answer_confusion(answers: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
+    """The model's answers against the labels: one row per label, cells coloured by the share of
+    that label's texts given each answer (rows sum to 1), with the counts written in."""
+    data = confusion(answers)
+    labels = sorted(set(data["label"].to_list()) | set(data["answer"].to_list()))
+    base = alt.Chart(data).encode(x=alt.X("answer:N", title="the model's answer", sort=labels),
+                                  y=alt.Y("label:N", title="label", sort=labels))
+    cells = base.mark_rect().encode(color=alt.Color("share:Q", title="share of the label's texts",
+                                                    scale=alt.Scale(domain=[0, 1], scheme="blues")),
+                                    tooltip=["label", "answer", "count", alt.Tooltip("share:Q", format=".3f")])
+    counts = base.mark_text(fontSize=9).encode(text="count:Q",
+                                               color=alt.condition(alt.datum.share > 0.5, alt.value("white"),
+                                                                   alt.value("black")))
+    accuracy = answers["correct"].mean()
+    return (cells + counts).properties(
+        title={"text": f"{model} on {dataset}: the model's own answer (accuracy {accuracy:.3f})",
+               "subtitle": ["rows: true labels, normalised to 1; argmax of the label words' first-token logits at the "
+                            "last prompt position", *([note] if note else [])]},
+        width=max(240, 26 * len(labels)), height=max(200, 22 * len(labels)))
 
 
 def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str,
@@ -229,14 +268,16 @@ def model_note(quantisation: str | None) -> str:
 
 def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, str | None],
                  tolerance: float, vs_lexical: pl.DataFrame | None = None,
-                 twins: dict[str, list[str]] | None = None, classifiers: Sequence[str] = ("logreg",)) -> Path:
+                 twins: dict[str, list[str]] | None = None, classifiers: Sequence[str] = ("logreg",),
+                 answers: dict[tuple[str, str], tuple[pl.DataFrame, pl.DataFrame]] | None = None) -> Path:
     """Write every figure and results/report/index.html; return the index path.
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
     or the position nearest the end) where it has numeric targets; the summary table, with the
     paired comparison with the lexical baseline from `vs_lexical` when given. The first of the
     classification probes `classifiers` is drawn with its controls; with more than one, a chart
-    compares them.
+    compares them. `answers`: {(model, dataset): (answers table, counts per class)} of the
+    models' own answers (answers.py): a confusion matrix, a sentence and the counts per class.
     """
     out_dir = Path(out_dir)
     position = max(metrics["position"].drop_nulls().unique().to_list())
@@ -259,11 +300,15 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
         if "ridge" in probes:
             charts += [("r2_by_layer", r2_by_layer(metrics, model, dataset, position, note)),
                        ("target_layer_heatmap", target_layer_heatmap(metrics, model, dataset, position, note))]
+        answered, counts = (answers or {}).get((model, dataset), (None, None))
+        if answered is not None:
+            charts.append(("answer_confusion", answer_confusion(answered, model, dataset, note)))
         for name, chart in charts:
             save(chart, out_dir / model / dataset / name)
         sections.append(f"<h2>{html.escape(model)} on {html.escape(dataset)}</h2>"
                         + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
                         + _beats_the_words(summary.filter(model=model, dataset=dataset))
+                        + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
     save(relative_depth(metrics, position, probe), out_dir / "relative_depth")
     summary.write_csv(out_dir / "summary.csv")
@@ -286,6 +331,25 @@ def _beats_the_words(summary: pl.DataFrame) -> str:
                          f"{row['best_minus_lexical']:+.3f} [{row['best_minus_lexical_ci_low']:+.3f}, "
                          f"{row['best_minus_lexical_ci_high']:+.3f}].")
     return "".join(f"<p><strong>Beats the words?</strong> {html.escape(s)}</p>" for s in sentences)
+
+
+def _the_answer(answered: pl.DataFrame, counts: pl.DataFrame, metrics: pl.DataFrame) -> str:
+    """The model's own answer in a sentence (accuracy with CI, how often its top-1 token is a label
+    word, its three most frequent confusions) and a table of the texts per class."""
+    score = select(metrics, ANSWER).row(0, named=True)
+    top1 = select(metrics, ANSWER, TOP1_METRIC)["mean"][0]
+    mistakes = (confusion(answered).filter(pl.col("label") != pl.col("answer"))
+                .sort(["count", "label", "answer"], descending=[True, False, False]).head(3))
+    confusions = ", ".join(f"{label} answered {answer} ({count})" for label, answer, count, _ in mistakes.iter_rows())
+    sentence = (f"The model's own answer (argmax of the label words' first-token logits at the last prompt position) "
+                f"is right for {score['mean']:.3f} [{score['ci_low']:.3f}, {score['ci_high']:.3f}] of the "
+                f"{answered.height} texts; its unrestricted top-1 next token is a label word's for {top1:.3f}. "
+                f"Most frequent confusions: {confusions or 'none'}.")
+    columns = [column for column in ("label", "n_texts", "n_correct", "n_probed") if column in counts.columns]
+    rows = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>" for row in counts.select(columns).iter_rows())
+    head = "".join(f"<th>{column}</th>" for column in columns)
+    return (f"<p><strong>The model's answer.</strong> {html.escape(sentence)}</p>"
+            f"<table><tr>{head}</tr>{rows}</table>")
 
 
 def _cell(value) -> str:

@@ -12,7 +12,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PY
 from emoprobe.config import random_init_twins, resolve_layers, resolve_template, validate_config
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
-from emoprobe.models import LayerCountCache, check_pinned_sha256, resolve_dtype
+from emoprobe.models import ModelInfoCache, check_pinned_sha256, resolve_dtype
 from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
 from emoprobe.provenance import code_fingerprint
 from emoprobe.registry import LINEAR
@@ -37,9 +37,10 @@ CLASSIFIERS = list(PROBES)
 LINEAR_PROBES = [name for name, entry in PROBES.items() if entry["kind"] in LINEAR]
 TEMPLATE = resolve_template(config["prompt"]["template"])
 
-_count_layers = LayerCountCache(Path(".snakemake") / "emoprobe" / "layer_counts.json")
+_model_info = ModelInfoCache(Path(".snakemake") / "emoprobe" / "model_info.json")
 try:
-    N_LAYERS = {model: _count_layers(config["models"][model]) for model in MODELS}
+    MODEL_INFO = {model: _model_info(config["models"][model]) for model in MODELS}
+    N_LAYERS = {model: info["n_layers"] for model, info in MODEL_INFO.items()}
     LAYERS = {model: resolve_layers(config["layers"], N_LAYERS[model], model) for model in MODELS}
     # A pinned GGUF file is checked before any job (hashed once per size and mtime); a Hub one
     # would have to be downloaded here, so its extraction job checks it.
@@ -49,6 +50,35 @@ try:
             check_pinned_sha256(spec)
 except EmoprobeError as error:
     raise WorkflowError(str(error)) from None
+
+# The decoder LMs, which answer the prompt (encoders give no answer).
+DECODERS = [model for model in MODELS if MODEL_INFO[model]["decoder"]]
+SUBSET = {dataset: config["datasets"][dataset]["subset"] for dataset in DATASETS}
+CORRECT_ONLY = [dataset for dataset in DATASETS if SUBSET[dataset] == "correct_only"]
+
+
+def check_answers_apply():
+    """correct_only needs answers from every model: stop before any job where one cannot give them."""
+    for dataset in CORRECT_ONLY:
+        why = ("`answers` is false" if not config["answers"]
+               else "it has no class labels" if not PLANS[dataset]["classification"]
+               else f"model(s) {[m for m in MODELS if m not in DECODERS]} are encoders, and answers need a decoder LM"
+               if len(DECODERS) < len(MODELS) else None)
+        if why:
+            raise WorkflowError(f"dataset '{dataset}' has `subset: correct_only`, which probes the texts each model "
+                                f"answered correctly, but {why}. Set `subset: all`, or probe decoder LMs with "
+                                "`answers: true`.")
+    if config["answers"] and (encoders := [m for m in MODELS if m not in DECODERS]):
+        print(f"emoprobe: {', '.join(encoders)} {'is an encoder' if len(encoders) == 1 else 'are encoders'}: "
+              "no answers read (they need a decoder LM); everything else runs.", file=sys.stderr)
+
+
+check_answers_apply()
+
+
+def answered(model, dataset):
+    """Whether the model's answers on the dataset are read (config `answers`, a decoder, classes)."""
+    return config["answers"] and model in DECODERS and PLANS[dataset]["classification"]
 
 
 wildcard_constraints:
@@ -143,6 +173,57 @@ def extraction_dtype():
     return dtype if device == "auto" else resolve_dtype(dtype, device)
 
 
+def extraction_answers(wildcards):
+    """The extraction job's `answers` param: the dataset's answer_words ({} = the label names) when
+    the model's answers are read, else None."""
+    if not answered(wildcards.model, wildcards.dataset):
+        return None
+    return config["datasets"][wildcards.dataset]["answer_words"] or {}
+
+
+def answers_part(wildcards):
+    """The extraction part whose answers serve a model x dataset: every part reads them, the first by name serves."""
+    return f"results/activations/{wildcards.model}/{wildcards.dataset}/{min(PARTS[wildcards.model, wildcards.dataset].values())}"
+
+
+def answers_input(wildcards):
+    """A probe job's answers file: with `subset: correct_only` it picks the rows; none otherwise."""
+    return ([f"results/answers/{wildcards.model}/{wildcards.dataset}.parquet"]
+            if SUBSET[wildcards.dataset] == "correct_only" else [])
+
+
+def answer_files(suffix=".parquet"):
+    """Every answered model x dataset's answers output ("", ".scores" or ".classes" + .parquet)."""
+    return [f"results/answers/{model}/{dataset}{suffix}" for model in MODELS for dataset in DATASETS
+            if answered(model, dataset)]
+
+
+def probe_split(wildcards):
+    """How a dataset's probes and baselines split its rows (jobs._job_folds): {"kind": official}
+    (the dataset's official_split), holdout (probe.split) with its fraction and seed, or kfold with cv_folds."""
+    probe = config["probe"]
+    if config["datasets"][wildcards.dataset]["official_split"]:
+        return {"kind": "official"}
+    if probe["split"] == "holdout":
+        return {"kind": "holdout", "fraction": probe["holdout_fraction"], "seed": probe["holdout_seed"]}
+    return {"kind": "kfold", "cv_folds": probe["cv_folds"]}
+
+
+def subset_checks(wildcards):
+    """What a correct_only subset's class-size checks need (data.prepare.correct_only_rows), else None."""
+    if SUBSET[wildcards.dataset] != "correct_only":
+        return None
+    spec = config["datasets"][wildcards.dataset]
+    return {"cv_folds": config["probe"]["cv_folds"] if probe_split(wildcards)["kind"] == "kfold" else None,
+            "spec": {key: spec[key] for key in ("bad_rows", "official_split", "max_per_class", "max_rows")}}
+
+
+def prepared_spec(wildcards):
+    """The dataset's entry as prepare_dataset sees it: the options that do not change the table left out."""
+    return {key: value for key, value in config["datasets"][wildcards.dataset].items()
+            if key not in ("answer_words", "subset")}
+
+
 def subsampled(dataset):
     """Whether the dataset's prepared table depends on the seed."""
     spec = config["datasets"][dataset]
@@ -192,9 +273,10 @@ def ridge_scores():
 def lexical_outputs(datasets, output, kind=None):
     """The lexical baseline's `output` files ("scores" or "predictions") for `datasets`: the
     classes' (kind "classes") and/or the numeric targets' ("targets"); none with
-    `lexical_baseline: false`."""
+    `lexical_baseline: false`, nor for a correct_only dataset (its probes see other rows)."""
     if not config["lexical_baseline"]:
         return []
+    datasets = [dataset for dataset in datasets if dataset not in CORRECT_ONLY]
     suffix = ".parquet" if output == "scores" else ".predictions.parquet"
     return [f"results/baselines/{dataset}/lexical{infix}{suffix}"
             for dataset in datasets
@@ -215,7 +297,7 @@ def probe_predictions(model, dataset):
 def comparisons():
     """Every model x dataset's paired comparison with the lexical baseline (none without it)."""
     return [f"results/comparisons/{model}/{dataset}/vs_lexical.parquet"
-            for model in MODELS for dataset in DATASETS] if config["lexical_baseline"] else []
+            for model in MODELS for dataset in DATASETS if dataset not in CORRECT_ONLY] if config["lexical_baseline"] else []
 
 
 CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap") + (
@@ -236,6 +318,12 @@ def report_figures(suffix, kind=None):
         for dataset in datasets
         for figure in names
     ]
+
+
+def answer_figures(suffix):
+    """The confusion matrix of every answered model x dataset, as .png or .html."""
+    return [f"results/report/{model}/{dataset}/answer_confusion.{suffix}" for model in MODELS for dataset in DATASETS
+            if answered(model, dataset)]
 
 
 def directions():

@@ -4,7 +4,7 @@ rule prepare_dataset:
     output:
         table="results/data/{dataset}.parquet",
     params:
-        dataset=lambda wc: config["datasets"][wc.dataset],
+        dataset=prepared_spec,  # answer_words and subset never change the table
         template=lambda wc: TEMPLATE,
         code=code_fingerprint("prepare"),  # a function: the template's {text} is no wildcard
         # The seed only matters for a subsample; where raw files live never changes the table.

@@ -13,6 +13,7 @@ rule extract_activations:
         code=code_fingerprint("extract"),  # a function: the template's {text} is no wildcard
         device=config["extraction"]["device"],
         dtype=extraction_dtype(),
+        answers=extraction_answers,  # the label words to score at the last position, or None
     log:
         "results/logs/extract_activations/{model}/{dataset}/{part}.log",
     benchmark:
@@ -26,3 +27,28 @@ rule extract_activations:
         "../../envs/emoprobe.yaml"
     script:
         "../scripts/extract_activations.py"
+
+
+rule collect_answers:
+    input:
+        part=answers_part,
+        table=prepared_table,
+    output:
+        answers="results/answers/{model}/{dataset}.parquet",
+        scores="results/answers/{model}/{dataset}.scores.parquet",
+        classes="results/answers/{model}/{dataset}.classes.parquet",
+    params:
+        seed=config["seed"],
+        subset=lambda wc: SUBSET[wc.dataset],
+        subset_checks=subset_checks,
+        code=code_fingerprint("answers"),
+    log:
+        "results/logs/collect_answers/{model}/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=on_retry(2000),
+        runtime=on_retry(15),
+    conda:
+        "../../envs/emoprobe.yaml"
+    script:
+        "../scripts/collect_answers.py"

@@ -2,17 +2,19 @@ rule fit_probe:
     input:
         shards=activation_part,
         table=prepared_table,
+        answers=answers_input,
     output:
         scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.parquet",
         predictions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.predictions.parquet",
     params:
         probe=lambda wc: PROBES[wc.probe],  # the `probes` entry, its kind's defaults filled in
         majority=lambda wc: wc.probe == CLASSIFIERS[0],  # the majority baseline: in the first entry's jobs
-        cv_folds=config["probe"]["cv_folds"],
+        split=probe_split,
         shuffled_control=config["probe"]["shuffled_control"],
         control_task=config["probe"]["control_task"],
         seed=config["seed"],
-        official_split=dataset_option("official_split"),
+        subset=lambda wc: SUBSET[wc.dataset],
+        subset_checks=subset_checks,
         code=code_fingerprint("probe"),
     log:
         "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.log",
@@ -30,6 +32,7 @@ rule save_directions:
     input:
         shards=activation_part,
         table=prepared_table,
+        answers=answers_input,
     output:
         directions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.directions.safetensors",
     wildcard_constraints:
@@ -37,6 +40,8 @@ rule save_directions:
     params:
         probe=lambda wc: PROBES[wc.probe],
         seed=config["seed"],
+        subset=lambda wc: SUBSET[wc.dataset],
+        subset_checks=subset_checks,
         code=code_fingerprint("directions"),
     log:
         "results/logs/save_directions/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.log",
@@ -54,13 +59,15 @@ rule fit_ridge:
     input:
         shards=activation_part,
         table=prepared_table,
+        answers=answers_input,
     output:
         scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.ridge.parquet",
         predictions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.ridge.predictions.parquet",
     params:
-        cv_folds=config["probe"]["cv_folds"],
+        split=probe_split,
         seed=config["seed"],
-        official_split=dataset_option("official_split"),
+        subset=lambda wc: SUBSET[wc.dataset],
+        subset_checks=subset_checks,
         code=code_fingerprint("ridge"),
     log:
         "results/logs/fit_ridge/{model}/{dataset}/layer_{layer}/positions_{positions}.log",
@@ -81,9 +88,8 @@ rule lexical_baseline:
         scores="results/baselines/{dataset}/lexical.parquet",
         predictions="results/baselines/{dataset}/lexical.predictions.parquet",
     params:
-        cv_folds=config["probe"]["cv_folds"],
+        split=probe_split,
         seed=config["seed"],
-        official_split=dataset_option("official_split"),
         code=code_fingerprint("lexical"),
     log:
         "results/logs/lexical_baseline/{dataset}.log",
@@ -133,7 +139,7 @@ rule compare_with_lexical:
 
 rule aggregate_metrics:
     input:
-        scores=probe_scores() + ridge_scores() + lexical_outputs(DATASETS, "scores"),
+        scores=probe_scores() + ridge_scores() + lexical_outputs(DATASETS, "scores") + answer_files(".scores.parquet"),
         comparisons=comparisons(),
     output:
         parquet="results/metrics/probe_metrics.parquet",

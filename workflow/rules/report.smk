@@ -2,6 +2,8 @@ rule build_report:
     input:
         metrics="results/metrics/probe_metrics.parquet",
         vs_lexical="results/metrics/vs_lexical.parquet",
+        answers=answer_files(),
+        classes=answer_files(".classes.parquet"),
     output:
         index="results/report/index.html",
         relative_depth=report(
@@ -19,13 +21,19 @@ rule build_report:
             caption="../report/regression.rst",
             category="Per model and dataset",
         ),
-        interactive=report_figures("html") + ["results/report/relative_depth.html"],
+        answer_confusion=report(
+            answer_figures("png"),
+            caption="../report/answers.rst",
+            category="Per model and dataset",
+        ),
+        interactive=report_figures("html") + answer_figures("html") + ["results/report/relative_depth.html"],
         summary="results/report/summary.csv",
     params:
         quantisation={model: config["models"][model]["quantisation"] for model in MODELS},
         tolerance=config["report"]["plateau_tolerance"],
         twins=random_init_twins(config["models"]),
         classifiers=CLASSIFIERS,
+        answered=[(model, dataset) for model in MODELS for dataset in DATASETS if answered(model, dataset)],
         code=code_fingerprint("report"),
     log:
         "results/logs/build_report.log",
