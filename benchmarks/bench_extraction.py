@@ -10,6 +10,10 @@ Approaches (all extract every layer at the configured positions and write them t
               one single-threaded stream of batches per thread), hooks, positions gathered on
               the device, stop after the last layer, shards streamed to disk (fp32)
   emoprobe_bf16  the same in bf16 (CPUs with avx512_bf16, or CUDA)
+  emoprobe_noprefix  emoprobe without the shared-prefix cache: every batch runs the template's
+              opening tokens too (the side-by-side baseline of that cache)
+  emoprobe_answers  emoprobe reading the model's answer too (the 13 emotion words' logits at the
+              last position): the pass runs to the LM head, which sees one position per text
 FLOP/s counts 2 x non-embedding parameters x real (unpadded) tokens, and is compared with
 a dense square matmul of the same dtype and threads in the same process (2048 wide on CPU,
 8192 on CUDA, where a smaller one does not fill the GPU), two ways:
@@ -49,8 +53,11 @@ import polars as pl
 import torch
 from safetensors.numpy import save_file
 
+from emoprobe import extract as extraction
 from emoprobe import models
+from emoprobe.answers import label_tokens, label_words
 from emoprobe.config import resolve_template
+from emoprobe.data import crowd_envent
 from emoprobe.data.prepare import prepare
 from emoprobe.extract import (extract_to_shards, forward_batch, keep_freed_memory_mapped, length_sorted_batches,
                               token_positions, transformer_blocks)
@@ -62,7 +69,7 @@ MODELS = {
 }
 POSITIONS = [-1, -2, -3, -4, -5]
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
-APPROACHES = ("seed", "hf_hidden", "nnsight", "emoprobe", "emoprobe_bf16")
+APPROACHES = ("seed", "hf_hidden", "nnsight", "emoprobe", "emoprobe_noprefix", "emoprobe_answers", "emoprobe_bf16")
 
 
 class Matmul:
@@ -212,7 +219,7 @@ def _in_order(parts, n: int) -> np.ndarray:
 
 
 def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int],
-                 readings: InRunReadings | None = None) -> None:
+                 readings: InRunReadings | None = None, answer_tokens: list[int] | None = None) -> None:
     plan = _plan(next(model.parameters()).device)
 
     def forward(*args):
@@ -223,7 +230,23 @@ def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int],
     extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, plan["batch_size"],
                       lambda layer: str(out / f"layer_{layer}.safetensors"), {},
                       forward=forward if readings else forward_batch, progress=False,
-                      batch_tokens=plan["batch_tokens"], streams=plan["streams"])
+                      batch_tokens=plan["batch_tokens"], streams=plan["streams"], answer_tokens=answer_tokens)
+
+
+@contextlib.contextmanager
+def no_shared_prefix():
+    """Extraction without the shared-prefix cache (every batch runs the whole prompt)."""
+    minimum = extraction.MIN_SHARED_PREFIX
+    extraction.MIN_SHARED_PREFIX = 10**9
+    try:
+        yield
+    finally:
+        extraction.MIN_SHARED_PREFIX = minimum
+
+
+def run_emoprobe_without_prefix(*args, **kwargs) -> None:
+    with no_shared_prefix():
+        run_emoprobe(*args, **kwargs)
 
 
 def _plan(device: torch.device) -> dict[str, int]:
@@ -257,6 +280,11 @@ def speed(args) -> None:
                                                              readings.tick),
         "nnsight": lambda out, readings: run_nnsight(model, tokenizer, prompts, sorted_batches, out, readings.tick),
         "emoprobe": lambda out, readings: run_emoprobe(model, tokenizer, prompts, ids, out, layers, readings),
+        "emoprobe_noprefix": lambda out, readings: run_emoprobe_without_prefix(model, tokenizer, prompts, ids, out,
+                                                                               layers, readings),
+        "emoprobe_answers": lambda out, readings: run_emoprobe(
+            model, tokenizer, prompts, ids, out, layers, readings,
+            list(label_tokens(tokenizer, label_words(crowd_envent.LABELS)).values())),
     }
     if bf16 and "emoprobe_bf16" in args.approaches:
         model_bf16 = copy.deepcopy(model).to(torch.bfloat16)

@@ -233,3 +233,32 @@ def test_corrupt_gguf_weights_stop_extraction(tmp_path):
                           lambda layer: str(shards / f"layer_{layer}.safetensors"), {"model_id": resolved.model_id},
                           progress=False)
     assert not [p for p in shards.rglob("*") if p.suffix in (".safetensors", ".partial")]
+
+
+def test_shared_prefix_length_leaves_the_positions_to_every_prompt():
+    from emoprobe.extract import shared_prefix_length
+
+    lists = [[1, 2, 3, 4, 5], [1, 2, 3, 9, 9, 9], [1, 2, 3, 4]]
+    assert shared_prefix_length(lists, 1) == 3
+    assert shared_prefix_length(lists, 2) == 2  # the 4-token prompt keeps its last 2
+    assert shared_prefix_length([[1, 2], [3, 4]], 1) == 0
+    assert shared_prefix_length([[7, 8, 9]], 1) == 2
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3", "gpt2", "bert"])
+def test_the_shared_prefix_runs_once_and_changes_nothing(tiny_models, crowd_envent_slice, family, monkeypatch,
+                                                         caplog):
+    """A decoder runs the template's shared opening once and each batch only the rest, attending
+    to its cached keys and values: the activations equal a run without the cache (an encoder,
+    whose tokens see later ones, never uses it)."""
+    from emoprobe import extract as extraction
+
+    tokenizer, model, _ = _load(tiny_models[family]["left"])
+    prompts, ids = crowd_envent_slice["prompt"].to_list(), crowd_envent_slice["id"].to_list()
+    caplog.set_level("INFO", logger="emoprobe")
+    cached = _collect(model, tokenizer, prompts, ids, [0, 2, 3], batch_size=8)
+    assert ("tokens are shared: run once" in caplog.text) == (family != "bert")
+    monkeypatch.setattr(extraction, "MIN_SHARED_PREFIX", 10_000)
+    plain = _collect(model, tokenizer, prompts, ids, [0, 2, 3], batch_size=8)
+    for layer in (0, 2, 3):
+        np.testing.assert_allclose(cached[layer], plain[layer], atol=1e-5, rtol=1e-5)

@@ -14,11 +14,13 @@ where hooks on attention or MLP outputs would be added. The answer's logits are 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +34,49 @@ log = logging.getLogger(__name__)
 
 class _StopForward(Exception):
     """Raised by a hook once every requested layer has been read."""
+
+
+# A prompt prefix shared by every text (the template's opening words) is run once when it is at
+# least this long: its keys and values then serve every batch.
+MIN_SHARED_PREFIX = 4
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The tokens every prompt starts with, run once: each batch runs only what follows them,
+    attending to `cache` (the model's key/value cache of the prefix, batch 1, never modified),
+    passed as forward()'s keyword `keyword` (transformers >= 5.25 `cache`, before `past_key_values`)."""
+
+    length: int
+    cache: object
+    keyword: str
+
+
+def shared_prefix_length(token_lists: Sequence[Sequence[int]], keep: int) -> int:
+    """How many leading tokens all prompts share, leaving at least `keep` tokens of each after them."""
+    first = token_lists[0]
+    shared = min(len(tokens) for tokens in token_lists) - keep
+    for tokens in token_lists[1:]:
+        shared = next((i for i in range(max(shared, 0)) if tokens[i] != first[i]), shared)
+        if shared <= 0:
+            return 0
+    return max(shared, 0)
+
+
+def run_shared_prefix(model, token_lists: Sequence[Sequence[int]], keep: int) -> SharedPrefix | None:
+    """The prompts' shared prefix, run once (None for an encoder, whose tokens attend to later
+    ones too, a model whose forward() takes no cache, or a prefix shorter than MIN_SHARED_PREFIX): an edit at the end of a causal LM's
+    prompt changes nothing before it, so its keys and values are the same for every text."""
+    from .models import is_decoder_lm
+
+    length = shared_prefix_length(token_lists, keep)
+    keyword = next((name for name in ("cache", "past_key_values") if _accepts(model, name)), None)
+    if length < MIN_SHARED_PREFIX or not is_decoder_lm(model.config) or keyword is None:
+        return None
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        output = model(input_ids=torch.as_tensor([token_lists[0][:length]], device=device), use_cache=True)
+    return SharedPrefix(length, getattr(output, keyword), keyword)
 
 
 BLOCK_LIST_NAMES = ("layers", "h", "layer", "block", "blocks")
@@ -188,10 +233,10 @@ def pad_token_id(tokenizer) -> int:
 
 
 def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[int],
-                  accepted: frozenset[str]) -> dict:
+                  accepted: frozenset[str], prefix: SharedPrefix | None = None) -> dict:
     """One forward pass -> {layer: [B, P, H] float32 on CPU} (and "answers" when `run` reads
     them); `accepted`: the optional forward() keywords the model takes, looked up once per run
-    rather than per batch."""
+    rather than per batch. With `prefix`, input_ids (right-padded) are what follows it."""
     # Padding is checked on the host mask, before the copy: no device sync per batch.
     unpadded, left_padded = bool(mask.all()), not bool(mask[:, 0].all())
     device = next(model.parameters()).device
@@ -208,6 +253,12 @@ def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[in
         kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
     try:
         with torch.inference_mode():
+            if prefix is not None:  # a copy per batch: the forward pass appends to the cache
+                cache = copy.deepcopy(prefix.cache)
+                cache.batch_repeat_interleave(len(input_ids))
+                kwargs[prefix.keyword] = cache
+                if not unpadded:
+                    kwargs["attention_mask"] = torch.cat([mask.new_ones((len(mask), prefix.length)), mask], 1)
             output = model(**kwargs)
             if run.answering:
                 run.keep_answers(output.logits)
@@ -268,6 +319,8 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     `answer_tokens`, also the logits of those token ids at the last prompt position, see HookedRun).
 
     Batches are length-sorted, of at most `batch_size` texts and `batch_tokens` padded tokens.
+    A decoder runs the tokens all prompts start with once (run_shared_prefix), and each batch
+    only what follows them.
     A batch that runs out of (GPU) memory is split in half and retried; the limits stay
     halved for the rest of the run. With `streams` > 1, that many threads each run their own
     batches at once (on a CPU, with one torch thread each: every core then stays busy through
@@ -285,6 +338,11 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
         log.info("%s.forward takes no position_ids: padding batches on the right, not the tokenizer's left",
                  type(model).__name__)
         side = "right"
+    prefix = run_shared_prefix(model, token_lists, max(-p for p in positions))
+    if prefix is not None:  # batches run what follows the prefix, padded on the right
+        log.info("the prompts' first %d tokens are shared: run once, their keys and values serve every batch",
+                 prefix.length)
+        token_lists, side = [tokens[prefix.length:] for tokens in token_lists], "right"
     lengths = [len(t) for t in token_lists]
     queue = length_sorted_batches(lengths, batch_size, batch_tokens)
     lock = threading.Lock()
@@ -300,7 +358,7 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
                 rows = queue.pop(0)
             input_ids, mask = pad_batch([token_lists[i] for i in rows], pad_id, side)
             try:
-                captured = forward(model, run, input_ids, mask, positions, accepted)
+                captured = forward(model, run, input_ids, mask, positions, accepted, prefix)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_out_of_memory(exc) or len(rows) == 1:
                     raise
