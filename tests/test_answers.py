@@ -199,6 +199,12 @@ def test_workflow_reads_answers_and_probes_the_correct_only_subset(tiny_models, 
     assert classes["n_probed"].sum() == len(expected)
     assert (results / "report" / "tiny" / "words" / "answer_confusion.png").stat().st_size > 1000
     assert "The model's answer." in (results / "report" / "index.html").read_text()
+    # subset and answer_words never change the prepared table: probing all texts refits the probes only
+    config["datasets"]["words"]["subset"] = "all"
+    dry = run_snakemake(tmp_path / "run", config, "-n")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    planned = job_counts(dry.stdout + dry.stderr)
+    assert planned.get("fit_probe") == 2 and "prepare_dataset" not in planned and "extract_activations" not in planned
 
 
 def test_correct_only_with_an_encoder_stops_before_any_job(tiny_models, tmp_path):

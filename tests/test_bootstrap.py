@@ -79,11 +79,21 @@ def test_bootstrap_values_equal_sklearn_on_the_rows_each_resample_drew():
     codes, _ = bs._label_codes(y, pred, other)
     counts, cells = bs._draw_cells(codes, 20, seed=3)
     labels = np.union1d(np.union1d(y, pred), other)
-    for metric in CLASSIFICATION_METRICS:
+    for metric in ("balanced_accuracy", "macro_f1"):
         _, values = paired_difference_distribution(y, pred, other, metric, n_resamples=20, seed=3)
         for c, value in zip(counts.astype(int), values):
             truth, a, b = (labels[np.repeat(row, c)] for row in cells)
             assert value == pytest.approx(_sklearn(metric, truth, a) - _sklearn(metric, truth, b), abs=1e-12)
+    # accuracy: the resamples draw the cells of (a wrong, b wrong); rebuilt from one row of each cell
+    wrong = np.stack([np.zeros(len(y), dtype=int), pred != y, other != y]).astype(int)
+    counts, cells = bs._draw_cells(wrong, 20, seed=3)
+    assert cells.shape[1] == 4
+    first_row = [int(np.flatnonzero((wrong[1] == cell[1]) & (wrong[2] == cell[2]))[0]) for cell in cells.T]
+    _, values = paired_difference_distribution(y, pred, other, "accuracy", n_resamples=20, seed=3)
+    for c, value in zip(counts.astype(int), values):
+        rows = np.repeat(first_row, c)
+        assert value == pytest.approx(_sklearn("accuracy", y[rows], pred[rows]) - _sklearn("accuracy", y[rows], other[rows]),
+                                      abs=1e-12)
     codes, _ = bs._label_codes(y, pred)
     counts, cells = bs._draw_cells(codes, 20, seed=4)
     values = bootstrap_distribution(y, pred, CLASSIFICATION_METRICS, n_resamples=20, seed=4)

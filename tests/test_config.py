@@ -154,6 +154,15 @@ def test_shipped_config_is_valid():
      r"'datasets.d.official_split': official_split needs split_column"),
     (with_changes(datasets={"d": {"type": "empathetic_dialogues", "path": "ed.tar.gz"}}),
      r"'datasets.d.path': `path` is only for format: official"),
+    (with_changes(datasets={"d": {"type": "emobank", "official_split": True}}, probe={"split": "holdout"}),
+     r"'datasets.d.official_split': the dataset's own split and `probe.split: holdout` both"),
+    (with_changes(probe={"split": "holdout", "holdout_fraction": 1.0}), r"'probe.holdout_fraction'"),
+    (with_changes(probe={"split": "stratified"}), r"'probe.split'"),
+    (with_changes(datasets={"d": {"type": "crowd_envent", "subset": "correct"}}), r"'datasets.d.subset'"),
+    (with_changes(datasets={"d": {"type": "crowd_envent", "answer_words": {"joy": ""}}}),
+     r"'datasets.d.answer_words.joy'"),
+    (with_changes(probes=[{"name": "answer", "kind": "logreg"}]), r"\['answer'\] are the workflow's own baselines"),
+    (with_changes(probes=[{"name": "m", "kind": "mlp", "standardise": False}]), r"'standardise' does not apply"),
 ])
 def test_bad_config_is_named(config, message):
     with pytest.raises(ConfigError, match=message):

@@ -123,6 +123,9 @@ def validate_config(config: dict) -> dict:
         _check_model_spec(name, spec)
     for name, spec in config["datasets"].items():
         _check_dataset_spec(name, spec)
+        if spec["official_split"] and config["probe"]["split"] == "holdout":
+            raise ConfigError(f"config key 'datasets.{name}.official_split': the dataset's own split and "
+                              "`probe.split: holdout` both say how to split its rows; keep one.")
     return config
 
 
