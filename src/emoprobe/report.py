@@ -17,6 +17,7 @@ alt.data_transformers.disable_max_rows()
 
 
 CI_BAND = "band: 95% bootstrap CI of the pooled held-out score"
+ANSWER_COLOUR = "saddlebrown"  # apart from the positions' palette
 METRIC_TITLES = {"accuracy": "probe accuracy (CV mean)", "r2": "R\u00b2 (CV mean)"}
 
 
@@ -94,16 +95,16 @@ def _answer_layer(answer: pl.DataFrame, layers: list[int]) -> alt.LayerChart:
     tooltip = [alt.Tooltip("mean:Q", format=".3f", title="the model's own answer"),
                alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")]
     label = base.transform_filter(alt.datum.layer == max(layers)).mark_text(
-        align="right", dy=-7, fontSize=10, color="green").encode(y="mean:Q", text=alt.value("the model's own answer"))
-    return (base.mark_area(opacity=0.12, color="green").encode(y="low:Q", y2="high:Q")
-            + base.mark_line(color="green").encode(y="mean:Q", tooltip=tooltip) + label)
+        align="right", dy=-7, fontSize=10, color=ANSWER_COLOUR).encode(y="mean:Q", text=alt.value("the model's own answer"))
+    return (base.mark_area(opacity=0.15, color=ANSWER_COLOUR).encode(y="low:Q", y2="high:Q")
+            + base.mark_line(color=ANSWER_COLOUR, strokeWidth=2.5).encode(y="mean:Q", tooltip=tooltip) + label)
 
 
 def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str,
                       twins: Sequence[str] = (), probe: str = "logreg") -> alt.LayerChart:
     """Held-out accuracy by layer (mean over folds), one line per position, band = the 95% bootstrap
     CI of the pooled held-out accuracy; with the lexical baseline (line and CI band), the model's
-    own answer (green line and CI band; answers.py), and at the
+    own answer (brown line and CI band; answers.py), and at the
     position nearest the end the shuffled-label control (dotted), the control task (dashed), the
     random-init `twins` (long dashes, with their CI band); majority and chance. `probe`: the
     classification probe drawn."""
@@ -135,10 +136,11 @@ def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str
     answer = _scores(of, ANSWER)
     if answer.height:
         layers.append(_answer_layer(answer, data["layer"].to_list()))
-        legend.append("green: the model's own answer (label words' logits at the last position) with its CI")
+        legend.append("thick brown: the model's own answer (argmax of the label words' logits at the last position) "
+                      "with its CI")
     return alt.layer(*layers).properties(
         title={"text": f"{model} on {dataset}: {probe} accuracy by layer",
-               "subtitle": ["; ".join(legend), *([note] if note else [])]}, width=520, height=300)
+               "subtitle": [*legend, *([note] if note else [])]}, width=520, height=300)
 
 
 def probes_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, classifiers: Sequence[str],
@@ -182,9 +184,9 @@ def answer_confusion(answers: pl.DataFrame, model: str, dataset: str, note: str)
     """The model's answers against the labels: one row per label, cells coloured by the share of
     that label's texts given each answer (rows sum to 1), with the counts written in."""
     data = confusion(answers)
-    labels = sorted(set(data["label"].to_list()) | set(data["answer"].to_list()))
-    base = alt.Chart(data).encode(x=alt.X("answer:N", title="the model's answer", sort=labels),
-                                  y=alt.Y("label:N", title="label", sort=labels))
+    labels = answers.select("label_id", "label").unique().sort("label_id")["label"].to_list()  # every label, both axes
+    base = alt.Chart(data).encode(x=alt.X("answer:N", title="the model's answer", scale=alt.Scale(domain=labels)),
+                                  y=alt.Y("label:N", title="label", scale=alt.Scale(domain=labels)))
     cells = base.mark_rect().encode(color=alt.Color("share:Q", title="share of the label's texts",
                                                     scale=alt.Scale(domain=[0, 1], scheme="blues")),
                                     tooltip=["label", "answer", "count", alt.Tooltip("share:Q", format=".3f")])
