@@ -44,8 +44,8 @@ def require_smollm2() -> None:
 
 
 def _vocabulary() -> list[str]:
-    """Common English words and the prompt's words (tests/fixtures/vocabulary.txt): the tiny
-    models need no dataset to be built."""
+    """Common English words, the prompt's words and crowd-enVENT's emotion names, so that the tiny
+    decoders can answer (tests/fixtures/vocabulary.txt): the tiny models need no dataset to be built."""
     return (REPO / "tests" / "fixtures" / "vocabulary.txt").read_text(encoding="utf-8").split()
 
 

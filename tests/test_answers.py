@@ -113,8 +113,11 @@ def test_a_constructed_head_gives_exactly_the_constructed_accuracy(tiny_models, 
 
 def test_label_words_sharing_a_first_token_are_named(tiny_models):
     tokenizer, _, _ = _load(tiny_models["llama"]["right"])
-    with pytest.raises(DataError, match=r"'happy -> good morning' and 'good -> good' both start with token"):
+    with pytest.raises(DataError, match=r"'happy -> good morning', 'good -> good' both start with token"):
         answers.label_tokens(tokenizer, {"happy": "good morning", "good": "good", "bad": "bad"})
+    with pytest.raises(DataError, match=r"'a -> zyx', 'b -> qwv', 'c -> vvz' all start with token 1 \('\[UNK\]', the "
+                                        r"unknown token: the tokenizer does not know these words\)"):
+        answers.label_tokens(tokenizer, {"a": "zyx", "b": "qwv", "c": "vvz", "d": "good"})
     with pytest.raises(ConfigError, match=r"answer_words names labels \['joyful'\]"):
         answers.label_words(["good", "bad"], {"joyful": "happy"})
     assert answers.label_words(["good", "bad"], {"bad": "sad"}) == {"good": "good", "bad": "sad"}

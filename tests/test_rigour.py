@@ -40,7 +40,8 @@ def rigour_run(tmp_path_factory):
 
 def test_jobs_per_rule(rigour_run):
     assert job_counts(rigour_run["dry"].stdout + rigour_run["dry"].stderr) == {
-        "prepare_dataset": 1, "extract_activations": 2, "fit_probe": 2 * 2 * LAYERS, "lexical_baseline": 1,
+        "prepare_dataset": 1, "extract_activations": 2, "collect_answers": 2, "fit_probe": 2 * 2 * LAYERS,
+        "lexical_baseline": 1,
         "save_directions": 2 * LAYERS,  # the linear probe only
         "compare_with_lexical": 2, "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
@@ -59,8 +60,9 @@ def test_twin_shards_record_their_weights_and_differ(rigour_run):
 
 def test_metrics_hold_control_selectivity_and_both_models(rigour_run):
     metrics = read_metrics(rigour_run["workdir"])
-    probed = metrics.filter(pl.col("model").is_not_null())
+    probed = metrics.filter(pl.col("model").is_not_null() & (pl.col("probe") != "answer"))
     assert set(probed["model"]) == {"tiny", "tiny-random"}
+    assert set(metrics.filter(probe="answer")["model"]) == {"tiny", "tiny-random"}  # both answer
     assert set(probed["probe"]) == {"majority"} | {f"{probe}{control}" for probe in ("logreg", "mlp")
                                                    for control in ("", "_shuffled", "_control", "_selectivity")}
     accuracy = probed.filter(metric="accuracy")

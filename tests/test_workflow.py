@@ -46,8 +46,9 @@ def finished_run(tmp_path_factory):
 def test_dag_has_one_probe_job_per_model_dataset_layer(finished_run):
     """A probe job fits every position of its layer: one Python start per layer."""
     counts = job_counts(finished_run["dry"].stdout + finished_run["dry"].stderr)
-    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "fit_probe": 4, "lexical_baseline": 1,
-                      "compare_with_lexical": 1, "aggregate_metrics": 1, "build_report": 1, "all": 1}
+    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1, "fit_probe": 4,
+                      "lexical_baseline": 1, "compare_with_lexical": 1, "aggregate_metrics": 1, "build_report": 1,
+                      "all": 1}
 
 
 def test_shards_have_contract_shape_and_metadata(finished_run):
@@ -70,10 +71,14 @@ def test_metrics_table_is_tidy(finished_run):
     metrics = read_metrics(finished_run["workdir"])
     assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
                                "pooled", "ci_low", "ci_high", "n_folds", "n_layers", "n_classes", "dtype", "n_rows"]
-    probed = metrics.filter(pl.col("model").is_not_null())
+    probed = metrics.filter(pl.col("model").is_not_null() & (pl.col("probe") != "answer"))
     assert set(probed["dtype"]) == {"float32"}  # CPU extraction
     assert probed.height == 4 * len(POSITIONS) * 3 * 3  # layers x positions x probes x metrics
     assert set(probed["probe"]) == {"logreg", "majority", "logreg_shuffled"}
+    # The model's own answer: one row per metric, no layer or position, on all 78 texts.
+    answer = metrics.filter(probe="answer")
+    assert sorted(answer["metric"]) == ["accuracy", "balanced_accuracy", "macro_f1", "top1_is_label_word"]
+    assert answer["layer"].null_count() == 4 and set(answer["n_rows"]) == {78} and set(answer["dtype"]) == {"float32"}
     # The lexical baseline reads no model: one row per metric, model, layer, position and dtype null.
     lexical = metrics.filter(pl.col("model").is_null())
     assert lexical.height == 3 and set(lexical["probe"]) == {"lexical"} and set(lexical["dataset"]) == {"crowd_envent"}
@@ -121,7 +126,8 @@ def test_report_files(finished_run):
     summary = pl.read_csv(report / "summary.csv")
     assert summary.columns == ["model", "dataset", "target", "probe", "score_metric", "best_layer", "best_position",
                                "n_layers", "score", "score_std", "score_ci_low", "score_ci_high", "candidates",
-                               "first_layer_within_tolerance", "floor", "chance", "shuffled", "selectivity",
+                               "first_layer_within_tolerance", "floor", "chance", "answer", "answer_ci_low",
+                               "answer_ci_high", "shuffled", "selectivity",
                                "selectivity_ci_low", "selectivity_ci_high", "lexical",
                                "lexical_ci_low", "lexical_ci_high", "best_minus_lexical", "best_minus_lexical_ci_low",
                                "best_minus_lexical_ci_high", "layers_beating_lexical"]
@@ -183,8 +189,9 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
     dry = run_snakemake(finished_run["workdir"], config, "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
     # The lexical baseline reads no model: it is not rerun; the new model gets its own comparison.
-    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 3, "compare_with_lexical": 1,
-                                                   "aggregate_metrics": 1, "build_report": 1, "all": 1}
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "collect_answers": 1, "fit_probe": 3,
+                                                   "compare_with_lexical": 1, "aggregate_metrics": 1, "build_report": 1,
+                                                   "all": 1}
     assert "tiny-llama/crowd_envent/layer" not in dry.stdout.split("rule aggregate_metrics")[0]
 
 
@@ -221,8 +228,8 @@ def test_damaged_part_is_found_when_the_dag_is_built(finished_run, tmp_path, dam
     rebuilt = run_snakemake(workdir, finished_run["config"], folder)
     assert rebuilt.returncode == 0 and shard.exists() and size_problem(shard) is None
     again = run_snakemake(workdir, finished_run["config"], "-n")
-    assert job_counts(again.stdout + again.stderr) == {"fit_probe": 4, "compare_with_lexical": 1, "aggregate_metrics": 1, "build_report": 1,
-                                                       "all": 1}
+    assert job_counts(again.stdout + again.stderr) == {"collect_answers": 1, "fit_probe": 4, "compare_with_lexical": 1,
+                                                       "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -64,6 +64,7 @@ def dataset_run(tmp_path_factory):
 def test_classification_and_ridge_jobs_per_dataset(dataset_run):
     assert job_counts(dataset_run["dry"].stdout + dataset_run["dry"].stderr) == {
         "prepare_dataset": 2, "extract_activations": 2,
+        "collect_answers": 1,           # the model's answers on appraisals (the custom file has no labels)
         "fit_probe": len(LAYERS),       # appraisals only: the custom file has no label column
         "fit_ridge": 2 * len(LAYERS),   # one job per layer fits all of a dataset's positions and targets
         "lexical_baseline": 1, "lexical_ridge": 2, "compare_with_lexical": 2,
@@ -107,8 +108,10 @@ def test_metrics_rows_per_target(dataset_run):
     lexical = ({("appraisals", "label", "lexical", metric): 1 for metric in class_metrics}
                | {(dataset, target, "lexical", metric): 1 for dataset, target in targets
                   for metric in ("r2", "pearson_r")})
-    assert rows == classification | regression | lexical
-    labelled = metrics.filter(pl.col("target") == "label")
+    answer = {("appraisals", "label", "answer", metric): 1
+              for metric in ("accuracy", "balanced_accuracy", "macro_f1", "top1_is_label_word")}
+    assert rows == classification | regression | lexical | answer
+    labelled = metrics.filter((pl.col("target") == "label") & (pl.col("probe") != "answer"))
     assert set(labelled["n_classes"]) == {13} and set(labelled["n_folds"]) == {3}
     ridge = metrics.filter(pl.col("target") != "label")
     assert ridge["n_classes"].null_count() == ridge.height

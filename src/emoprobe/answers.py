@@ -59,11 +59,16 @@ def label_tokens(tokenizer, words: Mapping[str, str]) -> dict[str, int]:
     for label, token in tokens.items():
         by_token.setdefault(token, []).append(label)
     if clashes := [labels for labels in by_token.values() if len(labels) > 1]:
-        shown = "; ".join(f"{' and '.join(repr(f'{label} -> {words[label]}') for label in labels)} both start with "
-                          f"token {tokens[labels[0]]} ({tokenizer.decode([tokens[labels[0]]])!r})"
-                          for labels in clashes)
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        shown = "; ".join(
+            f"{', '.join(repr(f'{label} -> {words[label]}') for label in labels)} "
+            f"{'both' if len(labels) == 2 else 'all'} start with token {tokens[labels[0]]} "
+            f"({tokenizer.decode([tokens[labels[0]]])!r}"
+            f"{', the unknown token: the tokenizer does not know these words' if tokens[labels[0]] == unknown else ''})"
+            for labels in clashes)
         raise DataError(f"label words share a first token, so the model's answer cannot tell them apart: {shown}. "
-                        "Give one of each pair another word in the dataset's `answer_words`.")
+                        "Give all but one of each group another word in the dataset's `answer_words` (or set "
+                        "`answers: false`).")
     return tokens
 
 

@@ -29,6 +29,11 @@ rule extract_activations:
         "../scripts/extract_activations.py"
 
 
+# A copy and three small tables: on a cluster it runs where Snakemake runs, not as a job of its own.
+localrules:
+    collect_answers,
+
+
 rule collect_answers:
     input:
         part=answers_part,
