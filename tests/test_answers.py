@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from emoprobe import answers, models
+from emoprobe.config import resolve_template
 from emoprobe.answer_metrics import answer_scores
-from emoprobe.data.prepare import correct_only_rows
+from emoprobe.subset import correct_only_rows
 from emoprobe.errors import ConfigError, DataError, ExtractionError
 from emoprobe.extract import extract_to_shards
 
@@ -121,6 +122,15 @@ def test_label_words_sharing_a_first_token_are_named(tiny_models):
     with pytest.raises(ConfigError, match=r"answer_words names labels \['joyful'\]"):
         answers.label_words(["good", "bad"], {"joyful": "happy"})
     assert answers.label_words(["good", "bad"], {"bad": "sad"}) == {"good": "good", "bad": "sad"}
+
+
+def test_label_words_follow_the_templates_ending(tiny_models):
+    tokenizer, _, _ = _load(tiny_models["llama"]["right"])
+    assert answers.prompt_ending(resolve_template("two_shot")) == " Answer:"
+    assert answers.prompt_ending("{{braces}} {text}\nFeeling:") == "\nFeeling:"
+    assert answers.label_tokens(tokenizer, {"good": "good"}, "feeling :") == {"good": tokenizer.convert_tokens_to_ids("good")}
+    with pytest.raises(DataError, match=r"does not know the label word 'good -> zyxw'"):
+        answers.label_tokens(tokenizer, {"good": "zyxw", "bad": "bad"})
 
 
 def test_an_encoder_gives_no_answer(tiny_models, tmp_path):
@@ -247,8 +257,9 @@ def test_tak2025_preset_validates_and_plans_its_jobs(tmp_path):
                               "data_dir": str(REPO.parent / "shared" / "data")}
     result = run_snakemake(tmp_path / "run", config, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert job_counts(result.stdout + result.stderr) == {"prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1,
-                                         "fit_probe": 31, "aggregate_metrics": 1, "build_report": 1, "all": 1}
+    assert job_counts(result.stdout + result.stderr) == {
+        "prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1, "score_answers": 1, "fit_probe": 31,
+        "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -272,3 +283,7 @@ def test_smollm2_answers_batched_equal_unbatched_and_words_are_one_token(crowd_e
         np.testing.assert_allclose(logits[row], expected[list(tokens.values())].numpy(), atol=2e-4, rtol=1e-4)
         assert top1[row] == int(expected.argmax())
     assert np.isin(top1, list(tokens.values())).mean() >= 0.8
+    # a prompt that ends in a space is answered by the word without one: other tokens
+    assert answers.prompt_ending("Context: {text} Answer: ") == " Answer: "
+    after_space = answers.label_tokens(tokenizer, answers.label_words(LABELS), " Answer: ")
+    assert after_space["joy"] == tokenizer("joy", add_special_tokens=False)["input_ids"][0] != tokens["joy"]

@@ -164,7 +164,7 @@ def test_truncated_gguf_is_named_corrupt(tmp_path, size):
     """The real GGUF cut short (in its tensor data, or inside its header): a clear ModelLoadError."""
     truncated = damaged_copy(tmp_path, lambda data: data[:size])
     spec = {"source": "gguf", "path": str(truncated)}
-    for attempt in (lambda: models.count_layers(spec), lambda: models.load(spec, torch.device("cpu"), "float32")):
+    for attempt in (lambda: models.model_info(spec), lambda: models.load(spec, torch.device("cpu"), "float32")):
         with pytest.raises(ModelLoadError, match=f"corrupt or truncated model file {re.escape(str(truncated))}"
                                                  r".*re-download.*sha256"):
             attempt()

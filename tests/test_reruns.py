@@ -58,6 +58,7 @@ def planned(done, config) -> dict[str, int]:
 
 TABLES = {"aggregate_metrics": 1, "build_report": 1, "all": 1}
 TAIL = {"compare_with_lexical": 1, **TABLES}  # after refitted probes: their comparison with the lexical baseline
+ANSWERED = {"collect_answers": 1, "score_answers": 1}  # the model's answers: copied, then scored
 
 
 def test_nothing_changed_nothing_runs(done):
@@ -66,7 +67,7 @@ def test_nothing_changed_nothing_runs(done):
 
 def test_adding_a_dataset(done):
     config = changed(done["config"], "datasets.slice2", {"type": "crowd_envent", "max_per_class": 30})
-    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1,
+    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, **ANSWERED,
                                      "fit_probe": 3, "lexical_baseline": 1, **TAIL}
 
 
@@ -133,13 +134,13 @@ def test_probe_setting_reruns_probes_not_extraction(done):
 
 def test_template_reruns_preparation_and_extraction(done):
     config = changed(done["config"], "prompt", {"template": "two_shot"})
-    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1,
+    assert planned(done, config) == {"prepare_dataset": 1, "extract_activations": 1, **ANSWERED,
                                      "fit_probe": 3, "lexical_baseline": 1, **TAIL}
 
 
 def test_model_entry_reruns_that_extraction(done):
     config = changed(done["config"], "models.tiny.quantisation", "Q8_0")
-    assert planned(done, config) == {"extract_activations": 1, "collect_answers": 1, "fit_probe": 3, **TAIL}
+    assert planned(done, config) == {"extract_activations": 1, **ANSWERED, "fit_probe": 3, **TAIL}
 
 
 def test_a_key_of_another_source_is_refused(done):
@@ -158,7 +159,7 @@ def _copy_of_repo(root: Path) -> Path:
 
 @pytest.mark.parametrize(("module", "expected"), [
     ("report.py", {"build_report": 1, "all": 1}),
-    ("extract.py", {"extract_activations": 1, "collect_answers": 1, "fit_probe": 3, **TAIL}),
+    ("extract.py", {"extract_activations": 1, **ANSWERED, "fit_probe": 3, **TAIL}),
 ])
 def test_code_edits(done, module, expected, tmp_path):
     """Editing plotting code reruns only the report; editing extraction code is never ignored."""

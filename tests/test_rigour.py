@@ -40,8 +40,8 @@ def rigour_run(tmp_path_factory):
 
 def test_jobs_per_rule(rigour_run):
     assert job_counts(rigour_run["dry"].stdout + rigour_run["dry"].stderr) == {
-        "prepare_dataset": 1, "extract_activations": 2, "collect_answers": 2, "fit_probe": 2 * 2 * LAYERS,
-        "lexical_baseline": 1,
+        "prepare_dataset": 1, "extract_activations": 2, "collect_answers": 2, "score_answers": 2,
+        "fit_probe": 2 * 2 * LAYERS, "lexical_baseline": 1,
         "save_directions": 2 * LAYERS,  # the linear probe only
         "compare_with_lexical": 2, "aggregate_metrics": 1, "build_report": 1, "all": 1}
 

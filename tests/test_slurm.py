@@ -214,8 +214,8 @@ def test_every_job_went_through_sbatch_and_probes_were_batched(runs):
     assert kinds.count("group_probes_fit_probe") == 1 and "rule_fit_probe" not in kinds, kinds
     assert kinds.count("group_summary_aggregate_metrics_build_report") == 1, kinds
     assert kinds.count("rule_extract_activations") == 1 and kinds.count("rule_prepare_dataset") == 1, kinds
-    assert "rule_collect_answers" not in kinds  # a local rule: it runs where Snakemake runs
-    assert len(submitted) < sum(planned.values()) - planned["all"]  # 4 SLURM jobs for 9 Snakemake jobs
+    assert "rule_collect_answers" not in kinds and "rule_score_answers" not in kinds  # local rules
+    assert len(submitted) < sum(planned.values()) - planned["all"]  # 4 SLURM jobs for 10 Snakemake jobs
 
 
 @pytest.mark.slurm

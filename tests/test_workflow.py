@@ -46,9 +46,9 @@ def finished_run(tmp_path_factory):
 def test_dag_has_one_probe_job_per_model_dataset_layer(finished_run):
     """A probe job fits every position of its layer: one Python start per layer."""
     counts = job_counts(finished_run["dry"].stdout + finished_run["dry"].stderr)
-    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1, "fit_probe": 4,
-                      "lexical_baseline": 1, "compare_with_lexical": 1, "aggregate_metrics": 1, "build_report": 1,
-                      "all": 1}
+    assert counts == {"prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1, "score_answers": 1,
+                      "fit_probe": 4, "lexical_baseline": 1, "compare_with_lexical": 1, "aggregate_metrics": 1,
+                      "build_report": 1, "all": 1}
 
 
 def test_shards_have_contract_shape_and_metadata(finished_run):
@@ -189,9 +189,9 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
     dry = run_snakemake(finished_run["workdir"], config, "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
     # The lexical baseline reads no model: it is not rerun; the new model gets its own comparison.
-    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "collect_answers": 1, "fit_probe": 3,
-                                                   "compare_with_lexical": 1, "aggregate_metrics": 1, "build_report": 1,
-                                                   "all": 1}
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "collect_answers": 1, "score_answers": 1,
+                                                   "fit_probe": 3, "compare_with_lexical": 1, "aggregate_metrics": 1,
+                                                   "build_report": 1, "all": 1}
     assert "tiny-llama/crowd_envent/layer" not in dry.stdout.split("rule aggregate_metrics")[0]
 
 
@@ -228,8 +228,9 @@ def test_damaged_part_is_found_when_the_dag_is_built(finished_run, tmp_path, dam
     rebuilt = run_snakemake(workdir, finished_run["config"], folder)
     assert rebuilt.returncode == 0 and shard.exists() and size_problem(shard) is None
     again = run_snakemake(workdir, finished_run["config"], "-n")
-    assert job_counts(again.stdout + again.stderr) == {"collect_answers": 1, "fit_probe": 4, "compare_with_lexical": 1,
-                                                       "aggregate_metrics": 1, "build_report": 1, "all": 1}
+    assert job_counts(again.stdout + again.stderr) == {"collect_answers": 1, "score_answers": 1, "fit_probe": 4,
+                                                       "compare_with_lexical": 1, "aggregate_metrics": 1,
+                                                       "build_report": 1, "all": 1}
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -64,7 +64,7 @@ def dataset_run(tmp_path_factory):
 def test_classification_and_ridge_jobs_per_dataset(dataset_run):
     assert job_counts(dataset_run["dry"].stdout + dataset_run["dry"].stderr) == {
         "prepare_dataset": 2, "extract_activations": 2,
-        "collect_answers": 1,           # the model's answers on appraisals (the custom file has no labels)
+        "collect_answers": 1, "score_answers": 1,  # the answers on appraisals (the custom file has no labels)
         "fit_probe": len(LAYERS),       # appraisals only: the custom file has no label column
         "fit_ridge": 2 * len(LAYERS),   # one job per layer fits all of a dataset's positions and targets
         "lexical_baseline": 1, "lexical_ridge": 2, "compare_with_lexical": 2,

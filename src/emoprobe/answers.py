@@ -2,7 +2,9 @@
 each label word's first token; the answer is the label of highest logit.
 
 A label's word is its name (or the dataset's `answer_words` entry for it), tokenised as it
-would follow the prompt: the first token of " word" after "Answer:". The answers are read in
+would follow the prompt: the first token of the word after the template's text that follows
+`{text}` ("Answer:" for the named templates), with a space between them unless that text ends in
+whitespace. The answers are read in
 the extraction's own forward pass (extract.HookedRun with `answer_tokens`): the LM head is
 applied at the last prompt position only.
 
@@ -24,7 +26,7 @@ import polars as pl
 
 from .errors import ConfigError, DataError
 
-CONTEXT = "Answer:"  # what a label word is tokenised after (the templates' last word)
+CONTEXT = "Answer:"  # what a label word is tokenised after by default (the named templates' ending)
 
 
 def label_words(labels: Sequence[str], answer_words: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -37,24 +39,32 @@ def label_words(labels: Sequence[str], answer_words: Mapping[str, str] | None = 
     return {label: answer_words.get(label, label) for label in labels}
 
 
-def first_token(tokenizer, word: str) -> int:
-    """The id of the first token of " word" as it follows CONTEXT (so that a tokenizer which
-    merges the space into the word, or marks word starts, gives the token the model would emit)."""
-    context = tokenizer(CONTEXT, add_special_tokens=False)["input_ids"]
-    continued = tokenizer(f"{CONTEXT} {word}", add_special_tokens=False)["input_ids"]
-    if continued[:len(context)] == context and len(continued) > len(context):
-        return int(continued[len(context)])
-    alone = tokenizer(f" {word}", add_special_tokens=False)["input_ids"]
+def prompt_ending(template: str) -> str:
+    """The text a template puts after the text: what the model's answer follows."""
+    return template.format(text="\x00").split("\x00")[-1]
+
+
+def first_token(tokenizer, word: str, context: str = CONTEXT) -> int:
+    """The id of the first token of `word` as it follows `context` (with a space between unless the
+    context ends in whitespace): a tokenizer that merges the space into the word, or marks word
+    starts, then gives the token the model would emit."""
+    separator = "" if not context or context[-1].isspace() else " "
+    before = tokenizer(context, add_special_tokens=False)["input_ids"]
+    continued = tokenizer(f"{context}{separator}{word}", add_special_tokens=False)["input_ids"]
+    if continued[:len(before)] == before and len(continued) > len(before):
+        return int(continued[len(before)])
+    alone = tokenizer(f"{separator}{word}", add_special_tokens=False)["input_ids"]
     if not alone:
         raise DataError(f"the answer word {word!r} tokenises to nothing; give the label another word in the "
                         "dataset's `answer_words`.")
     return int(alone[0])
 
 
-def label_tokens(tokenizer, words: Mapping[str, str]) -> dict[str, int]:
-    """{label: first token id of its word}; two labels whose words share a first token cannot be
-    told apart by the answer, and are refused, named."""
-    tokens = {label: first_token(tokenizer, word) for label, word in words.items()}
+def label_tokens(tokenizer, words: Mapping[str, str], context: str = CONTEXT) -> dict[str, int]:
+    """{label: first token id of its word after `context`}; two labels whose words share a first
+    token cannot be told apart by the answer, and are refused, named; so is a word the tokenizer
+    does not know (its unknown token)."""
+    tokens = {label: first_token(tokenizer, word, context) for label, word in words.items()}
     by_token: dict[int, list[str]] = {}
     for label, token in tokens.items():
         by_token.setdefault(token, []).append(label)
@@ -68,6 +78,11 @@ def label_tokens(tokenizer, words: Mapping[str, str]) -> dict[str, int]:
             for labels in clashes)
         raise DataError(f"label words share a first token, so the model's answer cannot tell them apart: {shown}. "
                         "Give all but one of each group another word in the dataset's `answer_words` (or set "
+                        "`answers: false`).")
+    if unknown_words := [f"{label} -> {words[label]}" for label, token in tokens.items()
+                         if token == getattr(tokenizer, "unk_token_id", None)]:
+        raise DataError(f"the tokenizer does not know the label word {unknown_words[0]!r} (it becomes the unknown "
+                        "token); give the label another word in the dataset's `answer_words` (or set "
                         "`answers: false`).")
     return tokens
 

@@ -65,8 +65,9 @@ def shared_prefix_length(token_lists: Sequence[Sequence[int]], keep: int) -> int
 
 def run_shared_prefix(model, token_lists: Sequence[Sequence[int]], keep: int) -> SharedPrefix | None:
     """The prompts' shared prefix, run once (None for an encoder, whose tokens attend to later
-    ones too, a model whose forward() takes no cache, or a prefix shorter than MIN_SHARED_PREFIX): an edit at the end of a causal LM's
-    prompt changes nothing before it, so its keys and values are the same for every text."""
+    ones too, a model whose forward() takes no cache, or a prefix shorter than MIN_SHARED_PREFIX):
+    what follows the prefix in a causal LM changes nothing in it, so its keys and values are the
+    same for every text."""
     from .models import is_decoder_lm
 
     length = shared_prefix_length(token_lists, keep)
@@ -143,6 +144,9 @@ class HookedRun(threading.local):
 
     def keep_answers(self, logits: torch.Tensor) -> None:
         """From the LM head's logits [B, 1, V] at the last prompt position."""
+        if logits.shape[1] != 1:  # the LM head ran without the pre-hook: the last column may be a pad
+            raise ExtractionError(f"the model computed logits at {logits.shape[1]} positions, not through its output "
+                                  "embeddings module alone, so its answer cannot be read; set `answers: false`.")
         logits = logits[:, -1].float()
         tokens = torch.as_tensor(self.answer_tokens, device=logits.device)
         self.captured["answers"] = (logits[:, tokens].cpu(), logits.argmax(-1).cpu())

@@ -49,7 +49,8 @@ def prepare_dataset(smk) -> None:
     p = smk.params
     # p.cv_folds is set only where it can change the table (bad_rows: drop drops classes with
     # fewer texts than folds); otherwise the config's value just lets such classes fail early.
-    cv_folds = p.cv_folds if p.cv_folds is not None else smk.config["probe"]["cv_folds"]
+    probe = smk.config["probe"]
+    cv_folds = p.cv_folds if p.cv_folds is not None else None if probe["split"] == "holdout" else probe["cv_folds"]
     table = prepare(p.dataset, p.template, p.seed, smk.config["data_dir"], smk.config["download_dir"],
                     cv_folds=cv_folds)
     log.info("prepared %d rows, labels: %s, targets: %s", table.height,
@@ -107,8 +108,9 @@ def extract_activations(smk) -> None:
     if p.answers is not None:  # the dataset's answer_words ({} for the label names)
         classes = dict(table.select("label_id", "label").unique().sort("label_id").iter_rows())
         words = answers.label_words(list(classes.values()), p.answers)
-        tokens = answers.label_tokens(tokenizer, words)
-        log.info("answers: logits of the label words' first tokens %s at position -1",
+        context = answers.prompt_ending(p.template)
+        tokens = answers.label_tokens(tokenizer, words, context)
+        log.info("answers: logits of the label words' first tokens after %r %s at position -1", context,
                  {label: (words[label], token) for label, token in tokens.items()})
     read = extract_to_shards(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(),
                              p.layers, p.positions, plan["batch_size"],
@@ -128,8 +130,8 @@ def extract_activations(smk) -> None:
 def _probe_inputs(smk) -> tuple:
     """(prepared table, shard metadata, {position: X [N, H]} at the job's layer for each of its
     positions, prepared-table row of each of the N rows), the shard checked to match the table.
-    With the dataset's `subset: correct_only`, only the rows data.prepare.correct_only_rows keeps."""
-    from .data.prepare import correct_only_rows
+    With the dataset's `subset: correct_only`, only the rows subset.correct_only_rows keeps."""
+    from .subset import correct_only_rows
     from .data.sources import sha256_of
     from .parts import parse_positions
     from .shards import check_metadata, read_metadata, read_position
@@ -163,7 +165,12 @@ def _job_folds(table: pl.DataFrame, split: dict, seed: int, labels=None):
         raise EmoprobeError("official_split is on but the prepared table has no `split` column; rerun "
                             "prepare_dataset.")
     if split["kind"] == "holdout":
-        return holdout_split(table["text"].to_numpy(), split["fraction"], split["seed"])
+        folds = holdout_split(table["text"].to_numpy(), split["fraction"], split["seed"])
+        if labels is not None and len(trained := np.unique(labels[folds[0][0]])) < 2:
+            raise EmoprobeError(f"the holdout split's {len(folds[0][0])} training rows hold only label id "
+                                f"{trained.tolist()}; a classification probe needs two. Use more texts, or another "
+                                "probe.holdout_seed.")
+        return folds
     return assign_folds(table["text"].to_numpy(), split.get("cv_folds", 2), seed, labels=labels,
                         split=table["split"].to_list() if split["kind"] == "official" else None)
 
@@ -327,27 +334,33 @@ def lexical_baseline(smk) -> None:
 
 
 def collect_answers(smk) -> None:
-    """One model x dataset's answers, read by its extraction: the answers table, their scores in
-    the probe files' format (probe "answer", layer and position null) and the counts per class
-    (with `subset: correct_only`, also how many texts the probes keep)."""
+    """One model x dataset's answers, read by one of its extraction parts, copied (with their
+    parquet metadata, the label words) to results/answers: the file correct_only probes read,
+    rewritten only when that part is."""
     import shutil
 
-    from .answer_metrics import answer_scores, class_counts
-    from .data.prepare import correct_only_rows
-    from .shards import read_metadata
-
-    p = smk.params
     part = Path(smk.input.part)
     source = part / ANSWERS_FILE
     if not source.is_file():
         raise EmoprobeError(f"{part} holds no {ANSWERS_FILE}: it was extracted without answers. Rerun its "
                             f"extraction: rm -r {part} && snakemake {part}")
-    table = pl.read_parquet(smk.input.table)
-    answered = pl.read_parquet(source)
-    kept = table[correct_only_rows(answered, table, p.subset_checks)] if p.subset == "correct_only" else None
     Path(smk.output.answers).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, smk.output.answers)  # with its parquet metadata (the label words)
-    extraction = read_metadata(next(part.glob("layer_*.safetensors")))
+    shutil.copyfile(source, smk.output.answers)
+
+
+def score_answers(smk) -> None:
+    """One model x dataset's answers scored in the probe files' format (probe "answer", layer and
+    position null) and counted per class (with `subset: correct_only`, also how many texts the
+    probes keep)."""
+    from .answer_metrics import answer_scores, class_counts
+    from .shards import read_metadata
+    from .subset import correct_only_rows
+
+    p = smk.params
+    table = pl.read_parquet(smk.input.table)
+    answered = pl.read_parquet(smk.input.answers)
+    kept = table[correct_only_rows(answered, table, p.subset_checks)] if p.subset == "correct_only" else None
+    extraction = read_metadata(next(Path(smk.input.part).glob("layer_*.safetensors")))
     scores = answer_scores(answered, p.seed).with_columns(target=pl.lit("label"))
     _write(_keyed(scores, smk.wildcards.model, smk.wildcards.dataset, None, None, int(extraction["n_layers"]),
                   table["label_id"].n_unique(), extraction["dtype"], table.height), smk.output.scores)
@@ -356,7 +369,7 @@ def collect_answers(smk) -> None:
            smk.output.classes)
     log.info("%s on %s: answer accuracy %.3f on %d texts (label words %s)%s", smk.wildcards.model,
              smk.wildcards.dataset, answered["correct"].mean(), answered.height,
-             pl.read_parquet_metadata(source).get("answer_words"),
+             pl.read_parquet_metadata(smk.input.answers).get("answer_words"),
              f"; correct_only keeps {kept.height}" if kept is not None else "")
 
 

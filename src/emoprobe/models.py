@@ -150,13 +150,14 @@ def _load_error(model: ResolvedModel, action: str, exc: Exception) -> ModelLoadE
 def is_decoder_lm(config) -> bool:
     """Whether a model config is a causal (decoder-only) language model, which can answer a prompt:
     its type has a causal-LM head in transformers and no masked-LM head (BERT-like encoders have
-    both), and it is not an encoder-decoder."""
+    both), and it is neither an encoder-decoder nor set to attend both ways."""
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
     model_type = config.model_type
     return (model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-            and not getattr(config, "is_encoder_decoder", False))
+            and not getattr(config, "is_encoder_decoder", False)
+            and not getattr(config, "use_bidirectional_attention", False))  # e.g. EmbeddingGemma
 
 
 def read_config(spec: dict):
@@ -176,11 +177,6 @@ def model_info(spec: dict) -> dict:
 
     config = read_config(spec)
     return {"n_layers": int(text_config(config).num_hidden_layers), "decoder": is_decoder_lm(config)}
-
-
-def count_layers(spec: dict) -> int:
-    """Number of transformer blocks, read cheaply from the config (no weights loaded)."""
-    return model_info(spec)["n_layers"]
 
 
 def pick_device(requested: str = "auto") -> torch.device:

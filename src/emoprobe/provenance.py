@@ -27,6 +27,7 @@ STAGES = {
     "directions": "save_directions",
     "lexical": "lexical_baseline",
     "answers": "collect_answers",
+    "answer_scores": "score_answers",
     "compare": "compare_with_lexical",
     "aggregate": "aggregate_metrics",
     "report": "build_report",

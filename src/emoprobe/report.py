@@ -89,13 +89,14 @@ def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
 
 
 def _answer_layer(answer: pl.DataFrame, layers: list[int]) -> alt.LayerChart:
-    """The model's own answer accuracy: a green level line across `layers` over its CI band, labelled."""
+    """The model's own answer accuracy: a brown level line across `layers` over its CI band, labelled."""
     data = pl.concat([answer.with_columns(layer=pl.lit(layer, dtype=pl.Int64)) for layer in (min(layers), max(layers))])
     base = alt.Chart(data).encode(x="layer:Q")
     tooltip = [alt.Tooltip("mean:Q", format=".3f", title="the model's own answer"),
                alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")]
     label = base.transform_filter(alt.datum.layer == max(layers)).mark_text(
-        align="right", dy=-7, fontSize=10, color=ANSWER_COLOUR).encode(y="mean:Q", text=alt.value("the model's own answer"))
+        align="right", dy=-7, fontSize=10, color=ANSWER_COLOUR).encode(
+        y="mean:Q", text=alt.value("the model's own answer"))
     return (base.mark_area(opacity=0.15, color=ANSWER_COLOUR).encode(y="low:Q", y2="high:Q")
             + base.mark_line(color=ANSWER_COLOUR, strokeWidth=2.5).encode(y="mean:Q", tooltip=tooltip) + label)
 
@@ -348,7 +349,8 @@ def _the_answer(answered: pl.DataFrame, counts: pl.DataFrame, metrics: pl.DataFr
                 f"{answered.height} texts; its unrestricted top-1 next token is a label word's for {top1:.3f}. "
                 f"Most frequent confusions: {confusions or 'none'}.")
     columns = [column for column in ("label", "n_texts", "n_correct", "n_probed") if column in counts.columns]
-    rows = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>" for row in counts.select(columns).iter_rows())
+    rows = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>"
+                   for row in counts.select(columns).iter_rows())
     head = "".join(f"<th>{column}</th>" for column in columns)
     return (f"<p><strong>The model's answer.</strong> {html.escape(sentence)}</p>"
             f"<table><tr>{head}</tr>{rows}</table>")

@@ -173,17 +173,27 @@ def extraction_dtype():
     return dtype if device == "auto" else resolve_dtype(dtype, device)
 
 
+def _answering_part(model, dataset):
+    """The one extraction part of a model x dataset that reads its answers: a part in use already
+    holding them (so that adding layers or positions never moves the answers, nor reruns what
+    reads them), else the first part by name."""
+    parts = sorted(set(PARTS[model, dataset].values()))
+    folder = Path("results/activations") / model / dataset
+    return next((part for part in parts if (folder / part / "answers.parquet").is_file()), parts[0])
+
+
 def extraction_answers(wildcards):
-    """The extraction job's `answers` param: the dataset's answer_words ({} = the label names) when
-    the model's answers are read, else None."""
-    if not answered(wildcards.model, wildcards.dataset):
+    """The extraction job's `answers` param: the dataset's answer_words ({} = the label names) for
+    the part that reads the model's answers, else None (the other parts stop after their deepest layer)."""
+    if (not answered(wildcards.model, wildcards.dataset)
+            or wildcards.part != _answering_part(wildcards.model, wildcards.dataset)):
         return None
     return config["datasets"][wildcards.dataset]["answer_words"] or {}
 
 
 def answers_part(wildcards):
-    """The extraction part whose answers serve a model x dataset: every part reads them, the first by name serves."""
-    return f"results/activations/{wildcards.model}/{wildcards.dataset}/{min(PARTS[wildcards.model, wildcards.dataset].values())}"
+    """The extraction part holding a model x dataset's answers (see _answering_part)."""
+    return f"results/activations/{wildcards.model}/{wildcards.dataset}/{_answering_part(wildcards.model, wildcards.dataset)}"
 
 
 def answers_input(wildcards):
@@ -193,7 +203,7 @@ def answers_input(wildcards):
 
 
 def answer_files(suffix=".parquet"):
-    """Every answered model x dataset's answers output ("", ".scores" or ".classes" + .parquet)."""
+    """Every answered model x dataset's answers file ("", ".scores" or ".classes" + .parquet)."""
     return [f"results/answers/{model}/{dataset}{suffix}" for model in MODELS for dataset in DATASETS
             if answered(model, dataset)]
 
@@ -210,7 +220,7 @@ def probe_split(wildcards):
 
 
 def subset_checks(wildcards):
-    """What a correct_only subset's class-size checks need (data.prepare.correct_only_rows), else None."""
+    """What a correct_only subset's class-size checks need (subset.correct_only_rows), else None."""
     if SUBSET[wildcards.dataset] != "correct_only":
         return None
     spec = config["datasets"][wildcards.dataset]
@@ -228,11 +238,6 @@ def subsampled(dataset):
     """Whether the dataset's prepared table depends on the seed."""
     spec = config["datasets"][dataset]
     return bool(spec["max_per_class"] or spec["max_rows"])
-
-
-def dataset_option(key):
-    """Params function: the dataset's value of option `key`."""
-    return lambda wildcards: config["datasets"][wildcards.dataset][key]
 
 
 def custom_file(wildcards):

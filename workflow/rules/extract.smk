@@ -29,26 +29,46 @@ rule extract_activations:
         "../scripts/extract_activations.py"
 
 
-# A copy and three small tables: on a cluster it runs where Snakemake runs, not as a job of its own.
+# A copy and two small tables: on a cluster they run where Snakemake runs, not as jobs of their own.
 localrules:
     collect_answers,
+    score_answers,
 
 
 rule collect_answers:
     input:
         part=answers_part,
-        table=prepared_table,
     output:
         answers="results/answers/{model}/{dataset}.parquet",
+    params:
+        code=code_fingerprint("answers"),
+    log:
+        "results/logs/collect_answers/{model}/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=on_retry(1000),
+        runtime=on_retry(15),
+    conda:
+        "../../envs/emoprobe.yaml"
+    script:
+        "../scripts/collect_answers.py"
+
+
+rule score_answers:
+    input:
+        answers="results/answers/{model}/{dataset}.parquet",
+        part=answers_part,
+        table=prepared_table,
+    output:
         scores="results/answers/{model}/{dataset}.scores.parquet",
         classes="results/answers/{model}/{dataset}.classes.parquet",
     params:
         seed=config["seed"],
         subset=lambda wc: SUBSET[wc.dataset],
         subset_checks=subset_checks,
-        code=code_fingerprint("answers"),
+        code=code_fingerprint("answer_scores"),
     log:
-        "results/logs/collect_answers/{model}/{dataset}.log",
+        "results/logs/score_answers/{model}/{dataset}.log",
     threads: 1
     resources:
         mem_mb=on_retry(2000),
@@ -56,4 +76,4 @@ rule collect_answers:
     conda:
         "../../envs/emoprobe.yaml"
     script:
-        "../scripts/collect_answers.py"
+        "../scripts/score_answers.py"
