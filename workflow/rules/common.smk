@@ -250,7 +250,7 @@ def prepare_cv_folds(wildcards):
     """probe.cv_folds where it can change the prepared table, else None (see jobs.prepare_dataset)."""
     spec = config["datasets"][wildcards.dataset]
     drops_rare_classes = (PLANS[wildcards.dataset]["classification"] and spec["bad_rows"] == "drop"
-                          and not spec["official_split"])
+                          and not spec["official_split"] and config["probe"]["split"] == "kfold")
     return config["probe"]["cv_folds"] if drops_rare_classes else None
 
 
