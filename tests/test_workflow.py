@@ -83,9 +83,10 @@ def test_metrics_table_is_tidy(finished_run):
     lexical = metrics.filter(pl.col("model").is_null())
     assert lexical.height == 3 and set(lexical["probe"]) == {"lexical"} and set(lexical["dataset"]) == {"crowd_envent"}
     assert lexical.select("layer", "position", "n_layers", "dtype").null_count().row(0) == (3, 3, 3, 3)
-    assert set(metrics["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1"}
+    assert set(metrics["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1", "top1_is_label_word"}
     assert set(metrics["target"]) == {"label"}  # no regression targets configured
-    assert set(metrics["n_folds"]) == {3} and set(metrics["n_classes"]) == {13}
+    assert set(metrics.filter(pl.col("probe") != "answer")["n_folds"]) == {3} and set(metrics["n_classes"]) == {13}
+    assert set(answer["n_folds"]) == {1}  # one "fold" holding every text
     assert metrics.select("model", "dataset", "target", "layer", "position", "probe", "metric").is_unique().all()
     majority = metrics.filter((pl.col("probe") == "majority") & (pl.col("metric") == "accuracy"))
     assert majority["mean"].max() < 0.12  # balanced classes: 1/13
