@@ -26,6 +26,7 @@ import polars as pl
 
 from .errors import ConfigError, DataError
 
+ANSWERS_FILE = "answers.parquet"  # in the folder of the extraction part that reads a model's answers
 CONTEXT = "Answer:"  # what a label word is tokenised after by default (the named templates' ending)
 
 

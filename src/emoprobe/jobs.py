@@ -72,9 +72,6 @@ def extraction_plan(device, threads: int, config: dict) -> dict[str, int]:
     return {**plan, "streams": threads if device.type == "cpu" else 1}
 
 
-ANSWERS_FILE = "answers.parquet"  # in an extraction part's folder, when the model's answers are read
-
-
 def extract_activations(smk) -> None:
     import torch
 
@@ -120,9 +117,9 @@ def extract_activations(smk) -> None:
     if read is not None:
         answered = answers.answer_table(table["id"].to_list(), table["label_id"].to_numpy(), classes, *read,
                                         tokenizer, tokens)
-        partial = out_dir / f"{ANSWERS_FILE}.partial"
+        partial = out_dir / f"{answers.ANSWERS_FILE}.partial"
         answers.write_answers(answered, str(partial), words, tokens)
-        partial.rename(out_dir / ANSWERS_FILE)
+        partial.rename(out_dir / answers.ANSWERS_FILE)
         log.info("the model's answer: accuracy %.3f on %d texts; top-1 token a label word's for %.3f",
                  answered["correct"].mean(), answered.height, answered["top1_is_label_word"].mean())
 
@@ -171,8 +168,9 @@ def _job_folds(table: pl.DataFrame, split: dict, seed: int, labels=None):
                                 f"{trained.tolist()}; a classification probe needs two. Use more texts, or another "
                                 "probe.holdout_seed.")
         return folds
-    return assign_folds(table["text"].to_numpy(), split.get("cv_folds", 2), seed, labels=labels,
-                        split=table["split"].to_list() if split["kind"] == "official" else None)
+    if split["kind"] == "official":
+        return assign_folds(table["text"].to_numpy(), seed=seed, labels=labels, split=table["split"].to_list())
+    return assign_folds(table["text"].to_numpy(), split["cv_folds"], seed, labels=labels)
 
 
 def _keyed(scores: pl.DataFrame, model: str | None, dataset: str, layer: int | None, position: int | None,
@@ -340,9 +338,9 @@ def collect_answers(smk) -> None:
     import shutil
 
     part = Path(smk.input.part)
-    source = part / ANSWERS_FILE
+    source = part / smk.params.file
     if not source.is_file():
-        raise EmoprobeError(f"{part} holds no {ANSWERS_FILE}: it was extracted without answers. Rerun its "
+        raise EmoprobeError(f"{part} holds no {smk.params.file}: it was extracted without answers. Rerun its "
                             f"extraction: rm -r {part} && snakemake {part}")
     Path(smk.output.answers).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, smk.output.answers)

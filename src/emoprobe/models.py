@@ -160,11 +160,10 @@ def is_decoder_lm(config) -> bool:
             and not getattr(config, "use_bidirectional_attention", False))  # e.g. EmbeddingGemma
 
 
-def read_config(spec: dict):
-    """A model entry's transformers config, read cheaply (no weights loaded)."""
+def read_config(resolved: ResolvedModel):
+    """A model's transformers config, read cheaply (no weights loaded)."""
     from transformers import AutoConfig
 
-    resolved = resolve(spec)
     try:
         return AutoConfig.from_pretrained(resolved.directory, **_load_kwargs(resolved))
     except Exception as exc:  # noqa: BLE001 (transformers raises many types here)
@@ -175,7 +174,7 @@ def model_info(spec: dict) -> dict:
     """{"n_layers": transformer blocks, "decoder": is_decoder_lm} of a model entry, from its config."""
     from .extract import text_config
 
-    config = read_config(spec)
+    config = read_config(resolve(spec))
     return {"n_layers": int(text_config(config).num_hidden_layers), "decoder": is_decoder_lm(config)}
 
 
@@ -208,16 +207,16 @@ def load(spec: dict, device: torch.device, dtype: str = "auto"):
     are not read at all (see `random_init`).
     """
     import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve(spec)
     torch_dtype = getattr(torch, resolve_dtype(dtype, device.type))
     if resolved.hub:
         resolved = replace(resolved, commit=_hub_file(resolved).parent.name)
     kwargs = _load_kwargs(resolved)
+    config = read_config(resolved)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.directory, **kwargs)
-        config = AutoConfig.from_pretrained(resolved.directory, **kwargs)
         auto = AutoModelForCausalLM if is_decoder_lm(config) else AutoModel
         if spec.get("random_init"):
             model = random_init(auto, config, spec.get("init_seed", 0), torch_dtype)

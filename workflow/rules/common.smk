@@ -9,6 +9,7 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)  # the Snakefile and every job import the emoprobe package from here
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
+from emoprobe.answers import ANSWERS_FILE
 from emoprobe.config import random_init_twins, resolve_layers, resolve_template, validate_config
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
@@ -59,16 +60,20 @@ CORRECT_ONLY = [dataset for dataset in DATASETS if SUBSET[dataset] == "correct_o
 
 def check_answers_apply():
     """correct_only needs answers from every model: stop before any job where one cannot give them."""
+    encoders = [model for model in MODELS if model not in DECODERS]
     for dataset in CORRECT_ONLY:
-        why = ("`answers` is false" if not config["answers"]
-               else "it has no class labels" if not PLANS[dataset]["classification"]
-               else f"model(s) {[m for m in MODELS if m not in DECODERS]} are encoders, and answers need a decoder LM"
-               if len(DECODERS) < len(MODELS) else None)
+        why = None
+        if not config["answers"]:
+            why = "`answers` is false"
+        elif not PLANS[dataset]["classification"]:
+            why = "it has no class labels"
+        elif encoders:
+            why = f"model(s) {encoders} are encoders, and answers need a decoder LM"
         if why:
             raise WorkflowError(f"dataset '{dataset}' has `subset: correct_only`, which probes the texts each model "
                                 f"answered correctly, but {why}. Set `subset: all`, or probe decoder LMs with "
                                 "`answers: true`.")
-    if config["answers"] and (encoders := [m for m in MODELS if m not in DECODERS]):
+    if config["answers"] and encoders:
         print(f"emoprobe: {', '.join(encoders)} {'is an encoder' if len(encoders) == 1 else 'are encoders'}: "
               "no answers read (they need a decoder LM); everything else runs.", file=sys.stderr)
 
@@ -179,7 +184,7 @@ def _answering_part(model, dataset):
     reads them), else the first part by name."""
     parts = sorted(set(PARTS[model, dataset].values()))
     folder = Path("results/activations") / model / dataset
-    return next((part for part in parts if (folder / part / "answers.parquet").is_file()), parts[0])
+    return next((part for part in parts if (folder / part / ANSWERS_FILE).is_file()), parts[0])
 
 
 def extraction_answers(wildcards):

@@ -41,6 +41,7 @@ rule collect_answers:
     output:
         answers="results/answers/{model}/{dataset}.parquet",
     params:
+        file=ANSWERS_FILE,  # in the part's folder
         code=code_fingerprint("answers"),
     log:
         "results/logs/collect_answers/{model}/{dataset}.log",
