@@ -231,9 +231,10 @@ def test_the_stall_stop_leaves_a_problem_that_still_takes_real_steps_alone():
 @pytest.mark.slow
 def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     """SmolLM2's layer 0 at position -3 (the embeddings of ~1,450 distinct last text tokens, all
-    6,600 crowd-enVENT prompts): an ill-conditioned fit that float32 cannot finish. Torch stops
-    each fold once its steps stall (it used to run all 1,000 steps, ~10 min) and predicts as well
-    as sklearn."""
+    6,600 crowd-enVENT prompts): an ill-conditioned fit at the edge of float32 precision. Torch
+    ends every fold far short of max_iter (it used to run all 1,000 steps, ~10 min; with the loss
+    summed over all rows at once it stalled and stopped on the stall rule, summed by training block
+    it now converges) and predicts as well as sklearn."""
 
     import torch
     from threadpoolctl import threadpool_limits
@@ -265,7 +266,6 @@ def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     with threadpool_limits(1):
         torch_predicted = fit_predict_torch(X, y, folds)[0]
         sklearn_predicted = fit_predict_sklearn(X, y, folds)
-    assert "steps in a row below 2^-10" in caplog.text
     steps = re.search(r"L-BFGS steps per \(position, fold\) problem: median (\d+), max (\d+)", caplog.text)
     assert int(steps.group(2)) < 500, caplog.text[-2000:]
     for _, test in folds:

@@ -398,14 +398,35 @@ def fit_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_it
         b = theta[..., h * k:]
         return (V if M is None else torch.einsum("phj,pfjk->pfhk", M, V)), b
 
+    # Each block of rows trained on by the same folds (k-fold: the rows of one test fold, in the
+    # other k - 1 folds' training sets) gets logits under those folds' probes only: no work on
+    # rows a fold holds out (a fifth fewer multiply-adds at k = 5).
+    blocks = [(X_t[:, rows].contiguous(), fold_ids, onehot[rows][:, fold_ids], weight[fold_ids][:, rows].T[..., None])
+              for rows, fold_ids in _training_blocks(train.cpu().numpy() > 0, device)]
+
     def value_and_grad(theta):
-        theta = theta.detach().requires_grad_(True)
+        """The objectives [P * F] and their gradients, by hand (autograd's bookkeeping cost a
+        third of each evaluation): logits = x W_raw + b_raw, W_raw = W * inv_scale, b_raw = b - mean W_raw."""
         W, b = split(theta)
-        logits = _logits(X_t, W, b, mean, inv_scale)
-        nll = torch.logsumexp(logits, -1) - (logits * onehot[None]).sum(-1)   # [P, N, F]
-        loss = torch.einsum("pnf,fn->pf", nll, weight) + penalty * (W * W).sum((2, 3))
-        (grad,) = torch.autograd.grad(loss.sum(), theta)
-        return loss.detach().reshape(-1), grad
+        W_raw, b_raw = _raw_weights(W, b, mean, inv_scale)
+        loss = penalty * (W * W).sum((2, 3))                                         # [P, F]
+        grad_W, grad_b = torch.zeros_like(W), torch.zeros_like(b)
+        for X_block, fold_ids, onehot_block, weight_block in blocks:
+            logits = _raw_logits(X_block, W_raw[:, fold_ids], b_raw[:, fold_ids])    # [P, n, f, K]
+            log_norm = torch.logsumexp(logits, -1, keepdim=True)
+            nll = log_norm[..., 0] - (logits * onehot_block).sum(-1)                 # [P, n, f]
+            loss.index_add_(1, fold_ids, (nll * weight_block[..., 0]).sum(1))
+            d_logits = (torch.exp(logits - log_norm) - onehot_block) * weight_block
+            if k == 1:
+                d_logits = d_logits[..., 1:]  # class 0's logit is fixed at 0
+            rows, folds_in_block = d_logits.shape[1:3]
+            grad_b.index_add_(1, fold_ids, d_logits.sum(1))
+            grad = torch.bmm(X_block.transpose(1, 2), d_logits.reshape(n_positions, rows, folds_in_block * k))
+            grad_W.index_add_(1, fold_ids, grad.reshape(n_positions, h, folds_in_block, k).transpose(1, 2))
+        grad_W = (grad_W - mean[..., None] * grad_b[:, :, None, :]) * inv_scale[..., None] + 2 * penalty[:, None, None] * W
+        if M is not None:  # M is symmetric
+            grad_W = torch.einsum("phj,pfhk->pfjk", M, grad_W)
+        return loss.reshape(-1), torch.cat([grad_W.reshape(n_positions, n_folds, h * k), grad_b], -1).reshape(theta.shape)
 
     def gradient_size(grad):
         """max |dObjective/d(W, b)|, the criterion sklearn stops on, whatever the parametrisation."""
@@ -440,7 +461,7 @@ def proba_torch(X: np.ndarray, y: np.ndarray, folds: Folds, C: float = 1.0, max_
     with torch.no_grad():
         W, b, mean, inv_scale = (torch.as_tensor(a, device=device) for a in
                                  (probes.coef.swapaxes(2, 3), probes.intercept, probes.mean, probes.inv_scale))
-        proba = torch.softmax(_logits(torch.as_tensor(X, device=device), W, b, mean, inv_scale).double(), -1)
+        proba = torch.softmax(_raw_logits(torch.as_tensor(X, device=device), *_raw_weights(W, b, mean, inv_scale)).double(), -1)
         proba = proba.cpu().numpy()                                                   # [P, N, F, K]
     out = np.full((X.shape[0], X.shape[1], len(probes.classes)), np.nan)
     for f, (_, test) in enumerate(folds):
@@ -466,15 +487,33 @@ def _by_position(X: np.ndarray) -> np.ndarray:
     return X[None] if X.ndim == 2 else X
 
 
-def _logits(X: "torch.Tensor", W: "torch.Tensor", b: "torch.Tensor", mean: "torch.Tensor",
-            inv_scale: "torch.Tensor") -> "torch.Tensor":
-    """Class logits [P, N, F, K] of every row of X [P, N, H] under every (position, fold) probe,
-    W [P, F, H, K'] and b [P, F, K'] on standardised inputs; K' = 1 prepends class 0's logit, 0."""
+def _training_blocks(train: np.ndarray, device) -> list[tuple["torch.Tensor", "torch.Tensor"]]:
+    """The rows grouped by the folds that train on them: (rows, fold ids) per distinct column
+    of train [F, N] (bool); rows no fold trains on are left out."""
     import torch
 
-    (n_positions, n, h), n_folds, k = X.shape, W.shape[1], W.shape[3]
-    W_raw = W * inv_scale[..., None]                                                  # z W = x W_raw + b_shift
-    b_raw = b - torch.einsum("pfh,pfhk->pfk", mean, W_raw)
+    patterns, block_of = np.unique(train.T, axis=0, return_inverse=True)
+    return [(torch.as_tensor(np.flatnonzero(block_of.ravel() == block), device=device),
+             torch.as_tensor(np.flatnonzero(pattern), device=device))
+            for block, pattern in enumerate(patterns) if pattern.any()]
+
+
+def _raw_weights(W: "torch.Tensor", b: "torch.Tensor", mean: "torch.Tensor",
+                 inv_scale: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """W [P, F, H, K'] and b [P, F, K'] of probes on standardised inputs as weights on raw
+    inputs: z W + b = x W_raw + b_raw."""
+    import torch
+
+    W_raw = W * inv_scale[..., None]
+    return W_raw, b - torch.einsum("pfh,pfhk->pfk", mean, W_raw)
+
+
+def _raw_logits(X: "torch.Tensor", W_raw: "torch.Tensor", b_raw: "torch.Tensor") -> "torch.Tensor":
+    """Class logits [P, N, F, K] of every row of X [P, N, H] under every (position, fold) probe
+    W_raw [P, F, H, K'], b_raw [P, F, K'] on raw inputs; K' = 1 prepends class 0's logit, 0."""
+    import torch
+
+    (n_positions, n, h), n_folds, k = X.shape, W_raw.shape[1], W_raw.shape[3]
     W_cat = W_raw.permute(0, 2, 1, 3).reshape(n_positions, h, n_folds * k)
     logits = torch.bmm(X, W_cat).reshape(n_positions, n, n_folds, k) + b_raw[:, None]
     return torch.cat([torch.zeros_like(logits), logits], -1) if k == 1 else logits
