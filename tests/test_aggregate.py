@@ -14,7 +14,8 @@ from emoprobe.errors import EmoprobeError
 
 def _fold_rows(layer, position, values, probe="logreg", metric="accuracy", dtype="float32", target="label",
                n_classes=4):
-    return [{"model": "m", "dataset": "d", "target": target, "layer": layer, "position": position, "probe": probe,
+    return [{"model": "m", "dataset": "d", "target": target, "layer": layer, "site": "residual", "position": position,
+             "probe": probe,
              "fold": fold, "metric": metric, "value": float(value), "pooled": float(np.mean(values)),
              "ci_low": float(min(values)), "ci_high": float(max(values)), "n_layers": 3, "n_classes": n_classes,
              "dtype": dtype, "n_rows": 100} for fold, value in enumerate(values)]
@@ -58,9 +59,9 @@ def test_shards_of_two_dtypes_in_one_sweep_are_refused(tmp_path):
         aggregate(files)
 
 
-def _metrics(cells: dict[tuple[int, int], float], majority: float = 0.2) -> pl.DataFrame:
+def _metrics(cells: dict[tuple[int, int], float], majority: float = 0.2, site: str = "residual") -> pl.DataFrame:
     """A metrics table with logreg accuracy `cells[(layer, position)]` and a majority row per cell."""
-    rows = [{"model": "m", "dataset": "d", "target": "label", "layer": layer, "position": position,
+    rows = [{"model": "m", "dataset": "d", "target": "label", "layer": layer, "site": site, "position": position,
              "probe": probe, "metric": "accuracy", "mean": value, "std": 0.01 * layer,
              "ci_low": value - 0.02, "ci_high": value + 0.03, "n_folds": 5,
              "n_layers": 4, "n_classes": 5, "dtype": "float32"}
@@ -79,6 +80,16 @@ def test_summary_best_layer_plateau_floor_and_chance():
     assert row["first_layer_within_tolerance"] == 2  # 0.49 >= 0.50 - 0.02, 0.45 is not
     assert row["floor"] == 0.2 and row["chance"] == pytest.approx(1 / 5)
     assert row["candidates"] == 10  # the best of 10 CV means on the same folds
+
+
+def test_summary_best_cell_is_over_every_site():
+    """The best (layer, site, position): here the MLP output's layer 2; the plateau is read at that
+    site and position."""
+    residual = _metrics({(1, -1): 0.40, (2, -1): 0.45, (3, -1): 0.46})
+    mlp = _metrics({(1, -1): 0.30, (2, -1): 0.52, (3, -1): 0.50}, site="mlp_out")
+    (row,) = summarise(pl.concat([residual, mlp])).iter_rows(named=True)
+    assert (row["best_layer"], row["best_site"], row["best_position"], row["score"]) == (2, "mlp_out", -1, 0.52)
+    assert row["first_layer_within_tolerance"] == 2 and row["candidates"] == 6
 
 
 @pytest.mark.parametrize("order", [1, -1])

@@ -14,6 +14,7 @@ from emoprobe.answer_metrics import answer_scores
 from emoprobe.subset import correct_only_rows
 from emoprobe.errors import ConfigError, DataError, ExtractionError
 from emoprobe.extract import extract_to_shards
+from emoprobe.shards import shard_file
 
 from .conftest import REPO, SMOLLM2, job_counts, read_metrics, require_smollm2, run_snakemake
 
@@ -31,7 +32,7 @@ def _load(directory):
 def _read_answers(model, tokenizer, prompts, tokens, batch_size, tmp_path):
     """(label-word logits [N, L], top-1 ids [N]) as the extraction job reads them, with layer 1's shard."""
     return extract_to_shards(model, tokenizer, prompts, [str(i) for i in range(len(prompts))], [1], [-1], batch_size,
-                             lambda layer: str(tmp_path / f"b{batch_size}_layer_{layer}.safetensors"), {},
+                             lambda layer, site: str(tmp_path / f"b{batch_size}_{shard_file(layer, site)}"), {},
                              progress=False, answer_tokens=list(tokens.values()))
 
 

@@ -12,7 +12,7 @@ import torch
 from emoprobe import models
 from emoprobe.errors import ExtractionError
 from emoprobe.extract import extract, extract_to_shards, length_sorted_batches, token_positions
-from emoprobe.shards import read_metadata, read_position
+from emoprobe.shards import read_metadata, read_position, shard_file
 
 from .conftest import FAMILIES
 from .test_models import damaged_copy
@@ -29,7 +29,8 @@ def _collect(model, tokenizer, prompts, ids, layers, batch_size, forward=None, b
     out = {layer: np.full((len(prompts), len(POSITIONS), hidden), np.nan, np.float32) for layer in layers}
 
     def sink(rows, captured):
-        for layer, values in captured.items():
+        for (layer, site), values in captured.items():
+            assert site == "residual"
             out[layer][rows] = values.numpy()
 
     kwargs = {"forward": forward} if forward else {}
@@ -123,7 +124,7 @@ def test_shards_stream_every_layer_with_metadata(tmp_path, tiny_models, crowd_en
     prompts, ids = crowd_envent_slice["prompt"].to_list(), crowd_envent_slice["id"].to_list()
     layers = [0, 2, 3]
     extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, 4,
-                      lambda layer: str(tmp_path / f"layer_{layer}.safetensors"),
+                      lambda layer, site: str(tmp_path / shard_file(layer, site)),
                       {"model_id": "tiny", "prepared_sha256": "abc"}, progress=False)
     reference = _collect(model, tokenizer, prompts, ids, layers, batch_size=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"layer_{layer}.safetensors" for layer in layers]
@@ -156,7 +157,7 @@ def test_crash_leaves_no_shard(tmp_path, tiny_models, crowd_envent_slice, stream
     with pytest.raises(KeyboardInterrupt):
         extract_to_shards(model, tokenizer, crowd_envent_slice["prompt"].to_list(),
                           crowd_envent_slice["id"].to_list(), [0, 1], POSITIONS, 4,
-                          lambda layer: str(tmp_path / f"layer_{layer}.safetensors"), {},
+                          lambda layer, site: str(tmp_path / shard_file(layer, site)), {},
                           forward=crashing_forward, progress=False, streams=streams)
     assert list(tmp_path.iterdir()) == []
     assert len(calls) < 10  # the other stream stopped too (39 texts: 10 batches of at most 4)
@@ -210,7 +211,7 @@ def test_non_finite_activations_stop_extraction(tmp_path, tiny_models):
     prompts = ["i was happy today at home", "on my birthday i was sad", "we went home and it was good"]
     with pytest.raises(ExtractionError, match=r"'tiny-llama'.*NaN or inf.*layer 1.*bad-2.*corrupt.*overflowed"):
         extract_to_shards(model, tokenizer, prompts, ["ok-1", "bad-2", "ok-3"], [0, 1, 2], [-1], 3,
-                          lambda layer: str(tmp_path / f"layer_{layer}.safetensors"), {"model_id": "tiny-llama"},
+                          lambda layer, site: str(tmp_path / shard_file(layer, site)), {"model_id": "tiny-llama"},
                           progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -230,7 +231,7 @@ def test_corrupt_gguf_weights_stop_extraction(tmp_path):
     prompts = ["Context: i was happy today . Answer:", "Context: we went home and it was sad . Answer:"]
     with pytest.raises(ExtractionError, match=f"'{re.escape(str(corrupt))}'.*NaN or inf.*(t0|t1)"):
         extract_to_shards(model, tokenizer, prompts, ["t0", "t1"], list(range(31)), POSITIONS, 8,
-                          lambda layer: str(shards / f"layer_{layer}.safetensors"), {"model_id": resolved.model_id},
+                          lambda layer, site: str(shards / shard_file(layer, site)), {"model_id": resolved.model_id},
                           progress=False)
     assert not [p for p in shards.rglob("*") if p.suffix in (".safetensors", ".partial")]
 

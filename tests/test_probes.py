@@ -255,7 +255,7 @@ def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     X = np.empty((table.height, model.config.hidden_size), dtype=np.float32)
 
     def keep(rows, captured):
-        X[rows] = captured[0][:, 0].float().numpy()
+        X[rows] = captured[0, "residual"][:, 0].float().numpy()
 
     limits = AUTO_BATCH_LIMITS["cpu"]
     extract(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(), [0], [-3], limits["batch_size"],

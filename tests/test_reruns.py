@@ -127,6 +127,33 @@ def test_added_layer_then_full_run_reuses_every_part(done, tmp_path):
     assert metrics.filter((pl.col("layer") < 3) | pl.col("layer").is_null()).equals(read_metrics(done["workdir"]))
 
 
+def test_adding_sites_extracts_and_probes_only_them(done, tmp_path):
+    """Adding attn_out and mlp_out to a finished run: one extraction part for layers 1-2 (the
+    sub-block sites start at layer 1), one probe job per (layer, site), the residual probes left
+    alone; the table gains their rows (site column), and the report its site charts."""
+    config = changed(done["config"], "sites", ["residual", "attn_out", "mlp_out"])
+    dry = run_snakemake(done["workdir"], config, "-n")
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "fit_probe": 4, **TAIL}
+    assert "activations/tiny/crowd_envent/layers_1to2.sites_attn_out+mlp_out.positions_-1" in dry.stdout
+    workdir = tmp_path / "run"
+    shutil.copytree(done["workdir"], workdir, symlinks=True)
+    result = run_snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "results/probes/tiny/crowd_envent/layer_2.mlp_out/positions_-1.logreg.parquet").is_file()
+    metrics = read_metrics(workdir)
+    probed = metrics.filter(probe="logreg", metric="accuracy")
+    assert sorted(probed.select("layer", "site").unique().iter_rows()) == [
+        (0, "residual"), (1, "attn_out"), (1, "mlp_out"), (1, "residual"), (2, "attn_out"), (2, "mlp_out"),
+        (2, "residual")]
+    assert metrics.filter(probe="lexical")["site"].is_null().all()
+    assert metrics.filter(site="residual").equals(read_metrics(done["workdir"]).filter(site="residual"))
+    compared = pl.read_parquet(workdir / "results/metrics/vs_lexical.parquet")
+    assert compared.filter(probe="logreg").height == 7 and set(compared["site"]) == {"residual", "attn_out", "mlp_out"}
+    figures = workdir / "results/report/tiny/crowd_envent"
+    assert (figures / "sites_by_layer.png").is_file() and (figures / "site_layer_heatmap.png").is_file()
+    assert planned({"workdir": workdir}, config) == {}
+
+
 def test_probe_setting_reruns_probes_not_extraction(done):
     config = changed(done["config"], "probes", [{"name": "logreg", "kind": "logreg", "C": 0.5}])
     assert planned(done, config) == {"fit_probe": 3, **TAIL}

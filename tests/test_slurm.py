@@ -251,7 +251,7 @@ def test_each_slurm_job_kept_its_own_log(runs):
 @pytest.mark.slurm
 def test_slurm_metrics_equal_the_local_run(runs):
     assert_succeeded(runs["slurm"])
-    keys = ["model", "dataset", "layer", "position", "probe", "metric"]
+    keys = ["model", "dataset", "layer", "site", "position", "probe", "metric"]
     local = pl.read_parquet(runs["local"] / "results" / "metrics" / "probe_metrics.parquet").sort(keys)
     slurm = pl.read_parquet(runs["root"] / "slurm" / "results" / "metrics" / "probe_metrics.parquet").sort(keys)
     assert slurm.select(keys).equals(local.select(keys))

@@ -69,7 +69,7 @@ def test_shards_have_contract_shape_and_metadata(finished_run):
 
 def test_metrics_table_is_tidy(finished_run):
     metrics = read_metrics(finished_run["workdir"])
-    assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
+    assert metrics.columns == ["model", "dataset", "target", "layer", "site", "position", "probe", "metric", "mean", "std",
                                "pooled", "ci_low", "ci_high", "n_folds", "n_layers", "n_classes", "dtype", "n_rows"]
     probed = metrics.filter(pl.col("model").is_not_null() & (pl.col("probe") != "answer"))
     assert set(probed["dtype"]) == {"float32"}  # CPU extraction
@@ -82,12 +82,13 @@ def test_metrics_table_is_tidy(finished_run):
     # The lexical baseline reads no model: one row per metric, model, layer, position and dtype null.
     lexical = metrics.filter(pl.col("model").is_null())
     assert lexical.height == 3 and set(lexical["probe"]) == {"lexical"} and set(lexical["dataset"]) == {"crowd_envent"}
-    assert lexical.select("layer", "position", "n_layers", "dtype").null_count().row(0) == (3, 3, 3, 3)
+    assert lexical.select("layer", "site", "position", "n_layers", "dtype").null_count().row(0) == (3, 3, 3, 3, 3)
+    assert set(probed["site"]) == {"residual"} and answer["site"].null_count() == 4
     assert set(metrics["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1", "top1_is_label_word"}
     assert set(metrics["target"]) == {"label"}  # no regression targets configured
     assert set(metrics.filter(pl.col("probe") != "answer")["n_folds"]) == {3} and set(metrics["n_classes"]) == {13}
     assert set(answer["n_folds"]) == {1}  # one "fold" holding every text
-    assert metrics.select("model", "dataset", "target", "layer", "position", "probe", "metric").is_unique().all()
+    assert metrics.select("model", "dataset", "target", "layer", "site", "position", "probe", "metric").is_unique().all()
     majority = metrics.filter((pl.col("probe") == "majority") & (pl.col("metric") == "accuracy"))
     assert majority["mean"].max() < 0.12  # balanced classes: 1/13
     csv = pl.read_csv(finished_run["workdir"] / "results" / "metrics" / "probe_metrics.csv")
@@ -125,7 +126,7 @@ def test_report_files(finished_run):
     assert "tiny-llama" in index and "best_layer" in index and "relative_depth.png" in index
     assert not list(report.glob("*/*/r2_by_layer.*"))  # no numeric targets, no regression figures
     summary = pl.read_csv(report / "summary.csv")
-    assert summary.columns == ["model", "dataset", "target", "probe", "score_metric", "best_layer", "best_position",
+    assert summary.columns == ["model", "dataset", "target", "probe", "score_metric", "best_layer", "best_site", "best_position",
                                "n_layers", "score", "score_std", "score_ci_low", "score_ci_high", "candidates",
                                "first_layer_within_tolerance", "floor", "chance", "answer", "answer_ci_low",
                                "answer_ci_high", "shuffled", "selectivity",
@@ -168,7 +169,7 @@ def test_lexical_baseline_sees_the_probes_test_rows(finished_run):
     assert lexical.columns == ["row", "fold", "probe", "predicted", "p_true"]
     folds_of = lexical.select("row", "fold").sort("row")
     vs = pl.read_parquet(results / "metrics" / "vs_lexical.parquet")
-    assert vs.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "score", "lexical",
+    assert vs.columns == ["model", "dataset", "target", "layer", "site", "position", "probe", "metric", "score", "lexical",
                           "difference", "ci_low", "ci_high", "n_rows", "beats_lexical"]
     assert vs.height == 4 * len(POSITIONS) and set(vs["probe"]) == {"logreg"} and set(vs["n_rows"]) == {78}
     words_right = lexical.sort("row")["predicted"].to_numpy() == labels

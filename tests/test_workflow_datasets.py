@@ -91,9 +91,9 @@ def test_prepared_tables_carry_targets_and_split(dataset_run):
 
 def test_metrics_rows_per_target(dataset_run):
     metrics = read_metrics(dataset_run["workdir"])
-    assert metrics.columns == ["model", "dataset", "target", "layer", "position", "probe", "metric", "mean", "std",
+    assert metrics.columns == ["model", "dataset", "target", "layer", "site", "position", "probe", "metric", "mean", "std",
                                "pooled", "ci_low", "ci_high", "n_folds", "n_layers", "n_classes", "dtype", "n_rows"]
-    assert metrics.select("model", "dataset", "target", "layer", "position", "probe", "metric").is_unique().all()
+    assert metrics.select("model", "dataset", "target", "layer", "site", "position", "probe", "metric").is_unique().all()
     sweep = len(LAYERS) * len(POSITIONS)
     rows = {(d, t, p, m): n for d, t, p, m, n in
             metrics.group_by("dataset", "target", "probe", "metric").len().iter_rows()}

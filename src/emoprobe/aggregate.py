@@ -10,7 +10,7 @@ from .compare import layer_ranges
 from .errors import EmoprobeError
 from .registry import ANSWER, control_name
 
-KEYS = ["model", "dataset", "target", "layer", "position", "probe", "metric"]
+KEYS = ["model", "dataset", "target", "layer", "site", "position", "probe", "metric"]
 DESCRIPTIVE = ["n_layers", "n_classes", "dtype", "n_rows"]
 INTERVAL = ["pooled", "ci_low", "ci_high"]  # the same on every fold row of a (keys) group
 
@@ -22,7 +22,8 @@ def scored(classifiers: Sequence[str] = ("logreg",)) -> dict[str, tuple[str, str
 
 SUMMARY_SCHEMA = {
     "model": pl.String, "dataset": pl.String, "target": pl.String, "probe": pl.String,
-    "score_metric": pl.String, "best_layer": pl.Int64, "best_position": pl.Int64, "n_layers": pl.Int64,
+    "score_metric": pl.String, "best_layer": pl.Int64, "best_site": pl.String, "best_position": pl.Int64,
+    "n_layers": pl.Int64,
     "score": pl.Float64, "score_std": pl.Float64, "score_ci_low": pl.Float64, "score_ci_high": pl.Float64,
     "candidates": pl.Int64, "first_layer_within_tolerance": pl.Int64,
     "floor": pl.Float64, "chance": pl.Float64, "answer": pl.Float64, "answer_ci_low": pl.Float64,
@@ -35,13 +36,13 @@ SUMMARY_SCHEMA = {
 
 
 def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None) -> pl.DataFrame:
-    """One row per (model, dataset, target, layer, position, probe, metric): mean and std over
+    """One row per (model, dataset, target, layer, site, position, probe, metric): mean and std over
     folds, the metric on the pooled held-out predictions with its bootstrap CI (pooled, ci_low,
     ci_high), n_folds.
 
     Classification rows have target "label"; ridge rows name their target and have n_classes null.
-    The lexical baseline's rows (probe "lexical") have model, layer, position, n_layers and dtype
-    null: it reads no model. `positions`: keep only these (a probe file holds every position of
+    The lexical baseline's rows (probe "lexical") have model, layer, site, position, n_layers and
+    dtype null: it reads no model (nor do the model's answers: site and position null). `positions`: keep only these (a probe file holds every position of
     its extraction part) and the rows of no position.
     A model x dataset whose shards were extracted in different dtypes is refused.
     """
@@ -51,7 +52,7 @@ def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None
     repeated = folds.filter(folds.select(KEYS + ["fold"]).is_duplicated())
     if repeated.height:
         raise EmoprobeError(f"{repeated.height} fold scores appear in more than one probe file, e.g. "
-                            f"{repeated.row(0, named=True)}; each (layer, position) must come from one probe job: "
+                            f"{repeated.row(0, named=True)}; each (layer, site, position) must come from one probe job: "
                             "delete the older of the two files and rerun.")
     check_one_dtype(folds)
     return (
@@ -100,22 +101,22 @@ def majority_rate(metrics: pl.DataFrame, metric: str = "accuracy") -> pl.DataFra
 
 def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.DataFrame | None = None,
               classifiers: Sequence[str] = ("logreg",)) -> pl.DataFrame:
-    """Per (model, dataset, target) and fitted probe (`classifiers`, ridge): the best (layer, position) by the probe's
+    """Per (model, dataset, target) and fitted probe (`classifiers`, ridge): the best (layer, site, position) by the probe's
     score metric (accuracy, or R2 for ridge), the score there (and the 95% bootstrap CI of its
     pooled held-out score, which does not account for the pick), the first layer within `tolerance`
-    of it at that position, the floor (majority-class accuracy, or the mean predictor's R2),
+    of it at that site and position, the floor (majority-class accuracy, or the mean predictor's R2),
     chance (1 / n_classes; null for ridge), the model's own answer's score with its CI (answer,
-    where read; answers.py), and at the best (layer, position) the shuffled-label
+    where read; answers.py), and at the best (layer, site, position) the shuffled-label
     control's score and the selectivity (accuracy minus control-task accuracy) with its paired CI
     (null without them).
 
     With the lexical baseline: its score and CI, the best score minus it with the paired 95% CI
     (from `vs_lexical`, compare.compare_with_lexical's table), and the layers whose paired CI
-    lies above 0 at the best position ("none" if no layer there beats the words).
+    lies above 0 at the best site and position ("none" if no layer there beats the words).
 
     The best score is the maximum of `candidates` CV means, picked on the same folds that score
     it: an optimistic pick, not a held-out one. Ties go to the earlier layer, then to the
-    position nearest the end."""
+    position nearest the end, then to the site first by name."""
     rows = []
     for probe, (metric, baseline) in scored(classifiers).items():
         scores = select(metrics, probe, metric)
@@ -125,18 +126,20 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
                    select(metrics, "lexical", metric).iter_rows(named=True)
                    for dataset, target in [(row["dataset"], row["target"])]}
         for (model, dataset, target), group in scores.group_by("model", "dataset", "target", maintain_order=True):
-            best = group.sort(["mean", "layer", "position"], descending=[True, False, True]).row(0, named=True)
-            at_position = group.filter(pl.col("position") == best["position"]).sort("layer")
+            best = group.sort(["mean", "layer", "position", "site"],
+                              descending=[True, False, True, False]).row(0, named=True)
+            at_position = group.filter(position=best["position"], site=best["site"]).sort("layer")
             plateau = at_position.filter(pl.col("mean") >= best["mean"] - tolerance)["layer"].min()
             cell = {"model": model, "dataset": dataset, "target": target, "layer": best["layer"],
-                    "position": best["position"]}
+                    "site": best["site"], "position": best["position"]}
             shuffled = select(metrics, control_name(probe, "shuffled"), metric).filter(**cell)["mean"]
             selectivity = select(metrics, control_name(probe, "selectivity"), metric).filter(**cell)
             answer = select(metrics, ANSWER, metric).filter(model=model, dataset=dataset, target=target)
             words = lexical.get((dataset, target), {})
             rows.append({
                 "model": model, "dataset": dataset, "target": target, "probe": probe, "score_metric": metric,
-                "best_layer": best["layer"], "best_position": best["position"], "n_layers": best["n_layers"],
+                "best_layer": best["layer"], "best_site": best["site"], "best_position": best["position"],
+                "n_layers": best["n_layers"],
                 "score": best["mean"], "score_std": best["std"], "score_ci_low": best["ci_low"],
                 "score_ci_high": best["ci_high"], "candidates": group.height,
                 "first_layer_within_tolerance": plateau,
@@ -155,7 +158,7 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
 
 
 def _against_lexical(vs_lexical: pl.DataFrame | None, cell: dict) -> dict:
-    """The summary's paired-comparison columns for the best (layer, position) of a probe."""
+    """The summary's paired-comparison columns for the best (layer, site, position) of a probe."""
     keys = ("best_minus_lexical", "best_minus_lexical_ci_low", "best_minus_lexical_ci_high", "layers_beating_lexical")
     if vs_lexical is None or vs_lexical.is_empty():
         return dict.fromkeys(keys)

@@ -7,9 +7,11 @@ gathered, on the device, before anything is copied to the host, and the forward 
 after the deepest requested layer, unless the model's answer is read too (`answer_tokens`):
 then it runs to the LM head, which a pre-hook feeds the last prompt position only.
 
-The residual stream is the one site read (shards record `site: residual`); `HookedRun` is
-where hooks on attention or MLP outputs would be added. The answer's logits are the model's own
-(for Gemma 3 after its final soft-capping): the pre-hook only narrows the LM head's input.
+Sites (SITES): `residual` is the residual stream above; `attn_out` at layer i >= 1 is what block
+i's self-attention sub-block adds to the residual stream and `mlp_out` what its MLP sub-block adds,
+so that residual[i] = residual[i - 1] + attn_out[i] + mlp_out[i] (site_module gives the module per
+layout). All are read in the same forward pass. The answer's logits are the model's own (for
+Gemma 3 after its final soft-capping): the pre-hook only narrows the LM head's input.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import ExtractionError
-from .shards import FORMAT_VERSION, ShardWriter
+from .shards import FORMAT_VERSION, RESIDUAL, ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,33 @@ def run_shared_prefix(model, token_lists: Sequence[Sequence[int]], keep: int) ->
 
 BLOCK_LIST_NAMES = ("layers", "h", "layer", "block", "blocks")
 
+SITES = (RESIDUAL, "attn_out", "mlp_out")
+# Sub-block modules by layout, first match wins. Gemma 2/3 normalise each sub-block's output
+# before adding it (post_attention_layernorm, post_feedforward_layernorm): that norm's output is
+# the site. Elsewhere (Llama, Qwen2, Mistral, GPT-2, ...) the sub-block's own output is added as it
+# is (Llama's `post_attention_layernorm` is the norm *before* its MLP, hence the Gemma test on
+# pre_feedforward_layernorm).
+_GEMMA_POST_NORMS = {"attn_out": "post_attention_layernorm", "mlp_out": "post_feedforward_layernorm"}
+_SUB_BLOCKS = {"attn_out": ("self_attn", "attn", "attention"), "mlp_out": ("mlp", "feed_forward")}
+
+
+def site_module(block: torch.nn.Module, site: str) -> torch.nn.Module:
+    """The module of a transformer block whose output (its first element, for a tuple) is `site`
+    ("attn_out" or "mlp_out"): what that sub-block adds to the residual stream."""
+    if hasattr(block, "pre_feedforward_layernorm") and hasattr(block, "post_feedforward_layernorm"):
+        return getattr(block, _GEMMA_POST_NORMS[site])
+    if type(block).__name__.startswith(("Bert", "Roberta", "Electra", "XLMRoberta", "DistilBert")):
+        raise ExtractionError(
+            f"site '{site}' is not defined for {type(block).__name__}: a post-norm block normalises each sub-block's "
+            "output together with the residual stream, so nothing is added to it that the site could be. Probe "
+            "`sites: [residual]` for this model.")
+    for name in _SUB_BLOCKS[site]:
+        module = getattr(block, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise ExtractionError(f"site '{site}': {type(block).__name__} has no sub-block named "
+                          f"{' or '.join(_SUB_BLOCKS[site])}, so its output cannot be read. Probe `sites: [residual]`.")
+
 
 def text_config(config):
     """The language model's config (multimodal configs nest it as `text_config`)."""
@@ -114,9 +143,19 @@ def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> t
     return last_real[:, None] - offsets[None, :]
 
 
+def read_pairs(layers: Sequence[int], sites: Sequence[str]) -> list[tuple[int, str]]:
+    """The (layer, site) pairs an extraction reads: every site at every layer, but layer 0 (the
+    embeddings, before any block) only for the residual stream."""
+    unknown = sorted(set(sites) - set(SITES))
+    if unknown:
+        raise ExtractionError(f"unknown sites {unknown}; the sites are {list(SITES)}.")
+    return [(layer, site) for layer in layers for site in sites if site == RESIDUAL or layer > 0]
+
+
 class HookedRun(threading.local):
-    """Captures, per requested layer, the [B, P, H] residual stream at the gathered positions,
-    and with `answer_tokens` the logits of those token ids at the last prompt position
+    """Captures, per requested (layer, site), the [B, P, H] activations at the gathered
+    positions (captured[(layer, site)]; the sites other than the residual stream exist from
+    layer 1), and with `answer_tokens` the logits of those token ids at the last prompt position
     (captured["answers"]: ([B, L] float32, the unrestricted top-1 token ids [B])).
 
     A thread-local object: each thread that uses it gets its own `gather_index` and `captured`
@@ -125,8 +164,11 @@ class HookedRun(threading.local):
     """
 
     def __init__(self, blocks: torch.nn.ModuleList, layers: Sequence[int], answer_head: torch.nn.Module | None = None,
-                 answer_tokens: Sequence[int] | None = None):
-        self.blocks, self.layers = blocks, layers
+                 answer_tokens: Sequence[int] | None = None, sites: Sequence[str] = (RESIDUAL,)):
+        self.blocks = blocks
+        self.wanted = read_pairs(layers, sites)
+        self.sub_blocks = {(layer, site): site_module(blocks[layer - 1], site)
+                           for layer, site in self.wanted if site != RESIDUAL}
         self.answer_head, self.answer_tokens = answer_head, answer_tokens
         self.gather_index: torch.Tensor | None = None  # [B, P] the positions read
         self.last_index: torch.Tensor | None = None    # [B] the last prompt token, where the answer is read
@@ -136,10 +178,10 @@ class HookedRun(threading.local):
     def answering(self) -> bool:
         return self.answer_tokens is not None
 
-    def _keep(self, layer: int, hidden: torch.Tensor) -> None:
+    def _keep(self, key: tuple[int, str], hidden: torch.Tensor) -> None:
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
-        self.captured[layer] = hidden[rows, self.gather_index].float().cpu()
-        if layer == max(self.layers) and not self.answering:
+        self.captured[key] = hidden[rows, self.gather_index].float().cpu()
+        if len(self.captured) == len(self.wanted) and not self.answering:
             raise _StopForward
 
     def keep_answers(self, logits: torch.Tensor) -> None:
@@ -152,18 +194,17 @@ class HookedRun(threading.local):
         self.captured["answers"] = (logits[:, tokens].cpu(), logits.argmax(-1).cpu())
 
     def __enter__(self):
-        wanted = set(self.layers)
         handles = []
-        if 0 in wanted:
+        if (0, RESIDUAL) in self.wanted:
             def read_input(module, args, kwargs):
                 hidden = args[0] if args else kwargs["hidden_states"]
-                self._keep(0, hidden)
+                self._keep((0, RESIDUAL), hidden)
             handles.append(self.blocks[0].register_forward_pre_hook(read_input, with_kwargs=True))
-        for index, block in enumerate(self.blocks, start=1):
-            if index in wanted:
-                def read_output(module, args, output, layer=index):
-                    self._keep(layer, output if torch.is_tensor(output) else output[0])
-                handles.append(block.register_forward_hook(read_output))
+        modules = {(layer, RESIDUAL): self.blocks[layer - 1] for layer, site in self.wanted if site == RESIDUAL and layer}
+        for key, module in (modules | self.sub_blocks).items():
+            def read_output(module, args, output, key=key):
+                self._keep(key, output if torch.is_tensor(output) else output[0])
+            handles.append(module.register_forward_hook(read_output))
         if self.answering:
             def last_position_only(module, args):
                 hidden = args[0]
@@ -268,9 +309,9 @@ def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[in
                 run.keep_answers(output.logits)
     except _StopForward:
         pass
-    missing = sorted(set(run.layers) - set(run.captured))
+    missing = sorted(set(run.wanted) - set(run.captured))
     if missing:
-        raise ExtractionError(f"layers {missing} were never reached in the forward pass of "
+        raise ExtractionError(f"(layer, site) pairs {missing} were never reached in the forward pass of "
                               f"{type(model).__name__}; its blocks were not found correctly.")
     return run.captured
 
@@ -318,9 +359,10 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
             positions: Sequence[int], batch_size: int,
             sink: Callable[[np.ndarray, dict[int, torch.Tensor]], None],
             forward: Callable = forward_batch, progress: bool = True, batch_tokens: int | None = None,
-            streams: int = 1, answer_tokens: Sequence[int] | None = None) -> None:
-    """Run the model over all prompts; hand each batch's rows and activations to `sink` (with
-    `answer_tokens`, also the logits of those token ids at the last prompt position, see HookedRun).
+            streams: int = 1, answer_tokens: Sequence[int] | None = None, sites: Sequence[str] = (RESIDUAL,)) -> None:
+    """Run the model over all prompts; hand each batch's rows and activations, {(layer, site):
+    [B, P, H]}, to `sink` (with `answer_tokens`, also the logits of those token ids at the last
+    prompt position, see HookedRun).
 
     Batches are length-sorted, of at most `batch_size` texts and `batch_tokens` padded tokens.
     A decoder runs the tokens all prompts start with once (run_shared_prefix), and each batch
@@ -335,7 +377,7 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     token_lists = tokenize(tokenizer, prompts, ids, max(-p for p in positions), max_tokens)
     side = getattr(tokenizer, "padding_side", "right")
     pad_id = pad_token_id(tokenizer)
-    run = HookedRun(transformer_blocks(model), layers, _answer_head(model, answer_tokens), answer_tokens)
+    run = HookedRun(transformer_blocks(model), layers, _answer_head(model, answer_tokens), answer_tokens, sites)
     accepted = frozenset(name for name in ("position_ids", "use_cache") if _accepts(model, name))
     if side == "left" and "position_ids" not in accepted:
         # Positions would count the pads; token positions come from the mask, so right padding is exact.
@@ -414,22 +456,24 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
 
 def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[str],
                       layers: Sequence[int], positions: Sequence[int], batch_size: int,
-                      shard_path: Callable[[int], str], metadata: dict[str, str],
+                      shard_path: Callable[[int, str], str], metadata: dict[str, str],
                       forward: Callable = forward_batch, progress: bool = True,
                       batch_tokens: int | None = None, streams: int = 1,
-                      answer_tokens: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Extract and stream every layer to its own shard; shards appear only when complete.
+                      answer_tokens: Sequence[int] | None = None,
+                      sites: Sequence[str] = (RESIDUAL,)) -> tuple[np.ndarray, np.ndarray] | None:
+    """Extract and stream every (layer, site) of read_pairs to its own shard, at
+    shard_path(layer, site); shards appear only when complete.
     With `answer_tokens`, returns (their logits at the last prompt position [N, L] float32, the
     unrestricted top-1 token ids [N]) per row, read in the same forward passes; else None."""
     hidden_size = text_config(model.config).hidden_size
     shape = (len(prompts), len(positions), hidden_size)
     writers = {
-        layer: ShardWriter(shard_path(layer), shape, {
+        (layer, site): ShardWriter(shard_path(layer, site), shape, {
             **metadata, "format_version": FORMAT_VERSION, "layer": str(layer),
             "positions": json.dumps(list(positions)), "n_rows": str(len(prompts)),
-            "hidden_size": str(hidden_size), "site": "residual",
+            "hidden_size": str(hidden_size), "site": site,
         })
-        for layer in layers
+        for layer, site in read_pairs(layers, sites)
     }
 
     answers = ((np.full((len(prompts), len(answer_tokens)), np.nan, dtype=np.float32),
@@ -438,14 +482,14 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
     def sink(rows: np.ndarray, captured: dict) -> None:
         if answers is not None:
             answers[0][rows], answers[1][rows] = (tensor.numpy() for tensor in captured["answers"])
-        for layer, writer in writers.items():
-            values = captured[layer].numpy()
+        for (layer, site), writer in writers.items():
+            values = captured[layer, site].numpy()
             finite = np.isfinite(values).all(axis=(1, 2))
             if not finite.all():
                 dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
                 raise ExtractionError(
                     f"model '{metadata.get('model_id', type(model).__name__)}' gave NaN or inf activations at "
-                    f"layer {layer} for {np.count_nonzero(~finite)} of a batch's {len(rows)} texts, first "
+                    f"layer {layer} ({site}) for {np.count_nonzero(~finite)} of a batch's {len(rows)} texts, first "
                     f"{ids[rows[~finite].min()]}. Its weights are likely corrupt (re-download the model file, "
                     f"pin its `sha256`) or computing in {dtype} overflowed"
                     f"{' (set `extraction.dtype: float32`)' if dtype != 'float32' else ''}. No shard was written."
@@ -454,7 +498,7 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
 
     try:
         extract(model, tokenizer, prompts, ids, layers, positions, batch_size, sink, forward, progress, batch_tokens,
-                streams, answer_tokens)
+                streams, answer_tokens, sites)
         for writer in writers.values():
             writer.check_complete()
     except BaseException:

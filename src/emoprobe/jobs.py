@@ -78,6 +78,7 @@ def extract_activations(smk) -> None:
     from . import answers, models
     from .data.sources import sha256_of
     from .extract import extract_to_shards, keep_freed_memory_mapped
+    from .shards import shard_file
 
     p = smk.params
     torch.set_num_threads(max(1, smk.threads))
@@ -88,9 +89,10 @@ def extract_activations(smk) -> None:
     tokenizer, model, resolved = models.load(p.model, device, dtype)
     # Batch limits and streams are not params: they change results only by float rounding, so no reruns.
     plan = extraction_plan(device, torch.get_num_threads(), smk.config["extraction"])
-    log.info("model %s (commit %s, file sha256 %s) on %s in %s, %d texts, layers %s, positions %s, batches of at "
-             "most %d texts and %d tokens, %d at a time", resolved.model_id, resolved.commit, file_sha256, device,
-             dtype, table.height, p.layers, p.positions, plan["batch_size"], plan["batch_tokens"], plan["streams"])
+    log.info("model %s (commit %s, file sha256 %s) on %s in %s, %d texts, layers %s, sites %s, positions %s, batches "
+             "of at most %d texts and %d tokens, %d at a time", resolved.model_id, resolved.commit, file_sha256, device,
+             dtype, table.height, p.layers, p.sites, p.positions, plan["batch_size"], plan["batch_tokens"],
+             plan["streams"])
     keep_freed_memory_mapped()
     out_dir = Path(smk.output.shards)
     metadata = {
@@ -111,9 +113,9 @@ def extract_activations(smk) -> None:
                  {label: (words[label], token) for label, token in tokens.items()})
     read = extract_to_shards(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(),
                              p.layers, p.positions, plan["batch_size"],
-                             lambda layer: str(out_dir / f"layer_{layer}.safetensors"), metadata,
+                             lambda layer, site: str(out_dir / shard_file(layer, site)), metadata,
                              batch_tokens=plan["batch_tokens"], streams=plan["streams"],
-                             answer_tokens=list(tokens.values()) if tokens else None)
+                             answer_tokens=list(tokens.values()) if tokens else None, sites=p.sites)
     if read is not None:
         answered = answers.answer_table(table["id"].to_list(), table["label_id"].to_numpy(), classes, *read,
                                         tokenizer, tokens)
@@ -125,20 +127,20 @@ def extract_activations(smk) -> None:
 
 
 def _probe_inputs(smk) -> tuple:
-    """(prepared table, shard metadata, {position: X [N, H]} at the job's layer for each of its
-    positions, prepared-table row of each of the N rows), the shard checked to match the table.
+    """(prepared table, shard metadata, {position: X [N, H]} at the job's layer and site for each of
+    its positions, prepared-table row of each of the N rows), the shard checked to match the table.
     With the dataset's `subset: correct_only`, only the rows subset.correct_only_rows keeps."""
     from .subset import correct_only_rows
     from .data.sources import sha256_of
     from .parts import parse_positions
-    from .shards import check_metadata, read_metadata, read_position
+    from .shards import check_metadata, read_metadata, read_position, shard_file
 
-    shard = Path(smk.input.shards) / f"layer_{smk.wildcards.layer}.safetensors"
+    shard = Path(smk.input.shards) / shard_file(smk.wildcards.layer, smk.params.site)
     table = pl.read_parquet(smk.input.table)
     metadata = read_metadata(shard)
     check_metadata(shard, metadata, {"n_rows": str(table.height),
                                      "prepared_sha256": sha256_of(smk.input.table),
-                                     "layer": smk.wildcards.layer})
+                                     "layer": smk.wildcards.layer, "site": smk.params.site})
     held = json.loads(metadata["positions"])
     wanted = parse_positions(smk.wildcards.positions)
     if missing := sorted(set(wanted) - set(held)):
@@ -174,13 +176,14 @@ def _job_folds(table: pl.DataFrame, split: dict, seed: int, labels=None):
 
 
 def _keyed(scores: pl.DataFrame, model: str | None, dataset: str, layer: int | None, position: int | None,
-           n_layers: int | None, n_classes: int | None, dtype: str | None, n_rows: int) -> pl.DataFrame:
-    """Per-fold scores with the metrics table's keys: model, dataset, target, layer, position, ...,
-    n_layers, n_classes, the shards' extraction dtype (model, layer, position, n_layers and dtype
-    null for the lexical baseline, which reads no model) and n_rows, the texts scored."""
+           n_layers: int | None, n_classes: int | None, dtype: str | None, n_rows: int,
+           site: str | None = None) -> pl.DataFrame:
+    """Per-fold scores with the metrics table's keys: model, dataset, target, layer, site, position,
+    ..., n_layers, n_classes, the shards' extraction dtype (model, layer, site, position, n_layers
+    and dtype null for the lexical baseline, which reads no model) and n_rows, the texts scored."""
     return scores.select(
         pl.lit(model, dtype=pl.String).alias("model"), pl.lit(dataset).alias("dataset"),
-        pl.col("target"), pl.lit(layer, dtype=pl.Int64).alias("layer"),
+        pl.col("target"), pl.lit(layer, dtype=pl.Int64).alias("layer"), pl.lit(site, dtype=pl.String).alias("site"),
         pl.lit(position, dtype=pl.Int64).alias("position"),
         "probe", "fold", "metric", "value", "pooled", "ci_low", "ci_high",
         pl.lit(n_layers, dtype=pl.Int64).alias("n_layers"),
@@ -207,10 +210,12 @@ def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | 
         for position, X in activations.items():
             result = fit(X)
             scores.append(_keyed(result.scores, smk.wildcards.model, smk.wildcards.dataset, int(smk.wildcards.layer),
-                                 position, int(metadata["n_layers"]), n_classes, metadata["dtype"], len(rows)))
+                                 position, int(metadata["n_layers"]), n_classes, metadata["dtype"], len(rows),
+                                 smk.params.site))
             held_out = result.predictions.with_columns(row=pl.Series(rows)[result.predictions["row"]])
             predictions.append(held_out.select(pl.lit(position, dtype=pl.Int64).alias("position"), pl.all()))
-            log.info("layer %s position %d: %s", smk.wildcards.layer, position, summarise(scores[-1]))
+            log.info("layer %s (%s) position %d: %s", smk.wildcards.layer, smk.params.site, position,
+                     summarise(scores[-1]))
     _write(pl.concat(scores), smk.output.scores)
     _write(pl.concat(predictions), smk.output.predictions)
 
@@ -267,7 +272,8 @@ def save_directions(smk) -> None:
                             p.probe["backend"], p.seed, p.probe["standardise"])
     provenance = {key: metadata[key] for key in ("model_name", "model_id", "commit", "file_sha256", "quantisation",
                                                  "dtype", "n_layers", "dataset", "prepared_sha256", "prompt_template")}
-    info = {"probe": p.probe["name"], "layer": smk.wildcards.layer, "positions": json.dumps(list(activations)),
+    info = {"probe": p.probe["name"], "layer": smk.wildcards.layer, "site": p.site,
+            "positions": json.dumps(list(activations)),
             "label_ids": json.dumps(classes.tolist()),
             "labels": json.dumps([label_of[i] for i in classes.tolist()]),
             "weight_rows": "one per class" if len(classes) > 2 else "one: the logit of the second class",
@@ -276,8 +282,8 @@ def save_directions(smk) -> None:
             "subset": p.subset, "n_rows": str(table.height)}
     Path(smk.output.directions).parent.mkdir(parents=True, exist_ok=True)
     save_file(fitted, smk.output.directions, metadata=provenance | info)
-    log.info("saved %s directions at layer %s, positions %s: weight %s", p.probe["name"], smk.wildcards.layer,
-             list(activations), fitted["weight"].shape)
+    log.info("saved %s directions at layer %s (%s), positions %s: weight %s", p.probe["name"], smk.wildcards.layer,
+             p.site, list(activations), fitted["weight"].shape)
 
 
 def fit_ridge(smk) -> None:
@@ -379,8 +385,8 @@ def compare_with_lexical(smk) -> None:
     table = pl.read_parquet(smk.input.table)
     truth = {"label": table["label_id"].to_numpy()} if "label_id" in table.columns else {}
     truth |= {target: table[target].to_numpy().astype(np.float64) for target in target_columns(table)}
-    probe_predictions = [pl.read_parquet(path).with_columns(layer=pl.lit(layer, dtype=pl.Int64))
-                         for path, layer in zip(smk.input.predictions, smk.params.layers)]
+    probe_predictions = [pl.read_parquet(path).with_columns(layer=pl.lit(layer, dtype=pl.Int64), site=pl.lit(site))
+                         for path, layer, site in zip(smk.input.predictions, smk.params.layers, smk.params.sites)]
     comparisons = []
     for kind in ("classes", "targets"):
         files = [f for f, k in zip(probe_predictions, smk.params.kinds) if k == kind]
@@ -391,9 +397,9 @@ def compare_with_lexical(smk) -> None:
     result = pl.concat(comparisons, how="diagonal").select(
         pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"), pl.all())
     beats = result.filter("beats_lexical")
-    log.info("%d of %d (layer, position, probe, target) beat the lexical baseline (paired 95%% CI above 0)",
+    log.info("%d of %d (layer, site, position, probe, target) beat the lexical baseline (paired 95%% CI above 0)",
              beats.height, result.height)
-    _write(result.sort("target", "probe", "position", "layer"), smk.output.comparison)
+    _write(result.sort("target", "probe", "site", "position", "layer"), smk.output.comparison)
 
 
 def aggregate_metrics(smk) -> None:

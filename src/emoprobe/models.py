@@ -171,11 +171,28 @@ def read_config(resolved: ResolvedModel):
 
 
 def model_info(spec: dict) -> dict:
-    """{"n_layers": transformer blocks, "decoder": is_decoder_lm} of a model entry, from its config."""
-    from .extract import text_config
+    """{"n_layers": transformer blocks, "decoder": is_decoder_lm, "sites": {site: None where the
+    architecture has it, else why not}} of a model entry, from its config (the architecture is
+    built on the meta device: no weights read or allocated)."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from .errors import ExtractionError
+    from .extract import SITES, site_module, text_config, transformer_blocks
 
     config = read_config(resolve(spec))
-    return {"n_layers": int(text_config(config).num_hidden_layers), "decoder": is_decoder_lm(config)}
+    decoder = is_decoder_lm(config)
+    with torch.device("meta"):
+        model = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
+    block = transformer_blocks(model)[0]
+    sites = {}
+    for site in SITES[1:]:
+        try:
+            site_module(block, site)
+            sites[site] = None
+        except ExtractionError as error:
+            sites[site] = str(error)
+    return {"n_layers": int(text_config(config).num_hidden_layers), "decoder": decoder, "sites": sites}
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -288,6 +305,9 @@ def check_pinned_sha256(spec: dict, cache_path: str | Path = SHA256_CACHE) -> st
     return actual
 
 
+MODEL_INFO_VERSION = 2  # what model_info returns: entries cached for another version are read again
+
+
 class ModelInfoCache(_JsonCache):
     """`model_info` memoised on disk, so that building the DAG does not import transformers
     or parse weight files on every `snakemake` call. Keys include the spec and, for local
@@ -307,7 +327,7 @@ class ModelInfoCache(_JsonCache):
                 stamp = importlib.metadata.version(spec["package"])
             except importlib.metadata.PackageNotFoundError:
                 stamp = None
-        return json.dumps([spec, stamp], sort_keys=True, default=str)
+        return json.dumps([spec, stamp, MODEL_INFO_VERSION], sort_keys=True, default=str)
 
     def __call__(self, spec: dict) -> dict:
         return self.get(self._key(spec), lambda: model_info(spec))

@@ -1,10 +1,13 @@
-"""Extraction parts: which extraction job holds the shards of which (layer, position) pairs.
+"""Extraction parts: which extraction job holds the shards of which (layer, site, position).
 
-A part is one extraction job's output folder, named after the layers and positions it holds,
-e.g. `layers_0to30.positions_-5to-1`. A first run makes one part per model x dataset. A later
-run that adds layers or positions plans new parts for just the missing pairs and keeps using
-the parts already on disk: Snakemake reruns every job downstream of a job that reruns, so new
-work has to be a new job for the probes already fitted to stay untouched.
+A part is one extraction job's output folder, named after the layers, sites and positions it
+holds, e.g. `layers_0to30.positions_-5to-1` (the residual stream only: no sites in the name) or
+`layers_0to30.sites_residual+attn_out+mlp_out.positions_-5to-1`; the sites other than the
+residual stream have no layer 0, so such a part holds only the residual stream there. A first run
+makes one part per model x dataset. A later run that adds layers, sites or positions plans new
+parts for just the missing triples and keeps using the parts already on disk: Snakemake reruns
+every job downstream of a job that reruns, so new work has to be a new job for the probes already
+fitted to stay untouched.
 """
 
 from __future__ import annotations
@@ -12,11 +15,22 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from .errors import ConfigError
+from .shards import RESIDUAL
 
+SITES = (RESIDUAL, "attn_out", "mlp_out")  # the order in part names
 POSITIONS_PATTERN = r"-\d+(?:to-\d+)?(?:\+-\d+(?:to-\d+)?)*"
-PART_PATTERN = r"layers_\d+(?:to\d+)?(?:\+\d+(?:to\d+)?)*\.positions_" + POSITIONS_PATTERN
+SITES_PATTERN = "(?:" + "|".join(SITES) + ")(?:\\+(?:" + "|".join(SITES) + "))*"
+PART_PATTERN = (r"layers_\d+(?:to\d+)?(?:\+\d+(?:to\d+)?)*(?:\.sites_" + SITES_PATTERN + r")?\.positions_"
+                + POSITIONS_PATTERN)
+
+
+class Part(NamedTuple):
+    layers: tuple[int, ...]
+    sites: tuple[str, ...]
+    positions: tuple[int, ...]
 
 
 def _runs(values: Iterable[int]) -> str:
@@ -40,8 +54,10 @@ def _values(runs: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def part_name(layers: Iterable[int], positions: Iterable[int]) -> str:
-    return f"layers_{_runs(layers)}.positions_{_runs(positions)}"
+def part_name(layers: Iterable[int], positions: Iterable[int], sites: Iterable[str] = (RESIDUAL,)) -> str:
+    sites = set(sites)
+    named = "" if sites == {RESIDUAL} else ".sites_" + "+".join(site for site in SITES if site in sites)
+    return f"layers_{_runs(layers)}{named}.positions_{_runs(positions)}"
 
 
 def part_positions(name: str) -> str:
@@ -54,45 +70,64 @@ def parse_positions(spec: str) -> tuple[int, ...]:
     return _values(spec)
 
 
-def parse_part(name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(layers, positions) of a part name, both ascending."""
+def parse_part(name: str) -> Part:
+    """(layers, sites, positions) of a part name, layers and positions ascending, sites in SITES order."""
     if not re.fullmatch(PART_PATTERN, name):
         raise ConfigError(f"'{name}' is not an activation part name (expected e.g. layers_0to30.positions_-5to-1).")
     layers, positions = name.removeprefix("layers_").split(".positions_")
-    return _values(layers), _values(positions)
+    layers, _, sites = layers.partition(".sites_")
+    return Part(_values(layers), tuple(site for site in SITES if site in (sites or RESIDUAL).split("+")),
+                _values(positions))
+
+
+def site_defined(layer: int, site: str) -> bool:
+    """Whether a (layer, site) exists: the sub-block sites from layer 1 (layer 0 is the embeddings)."""
+    return site == RESIDUAL or layer > 0
 
 
 def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterable[str],
-               n_layers: int) -> dict[tuple[int, int], str]:
-    """Map every requested (layer, position) to the part that holds it.
+               n_layers: int, sites: Iterable[str] = (RESIDUAL,)) -> dict[tuple[int, str, int], str]:
+    """Map every requested (layer, site, position) to the part that holds it (no sub-block site
+    at layer 0, see site_defined).
 
     Parts in `existing` (folder names found on disk) are used first, in name order, each for
-    the layers where none of its requested pairs is taken yet: at every layer, the parts in use
-    hold disjoint sets of the requested positions (a probe job fits all of a part's positions at
-    one layer). A part reaching past the model's `n_layers` (another model under the same name)
-    is ignored. The pairs left over are grouped into new parts, one per set of layers missing
-    the same positions.
+    the (layer, site) pairs where none of its requested triples is taken yet: at every (layer,
+    site), the parts in use hold disjoint sets of the requested positions (a probe job fits all
+    of a part's positions at one layer and site). A part reaching past the model's `n_layers`
+    (another model under the same name) is ignored. The triples left over are grouped into new
+    parts, one per set of layers missing the same positions at the same sites (layer 0 joins a
+    group whose sites include the residual stream's missing positions there).
     """
-    wanted = {(layer, position) for layer in layers for position in positions}
-    owner: dict[tuple[int, int], str] = {}
+    wanted = {(layer, site, position) for layer in layers for site in sites for position in positions
+              if site_defined(layer, site)}
+    owner: dict[tuple[int, str, int], str] = {}
     for name in sorted(existing):
         try:
-            part_layers, held_positions = parse_part(name)
+            part = parse_part(name)
         except ConfigError:
             continue  # not a part folder
-        if max(part_layers) > n_layers:
+        if max(part.layers) > n_layers:
             continue
-        for layer in part_layers:
-            pairs = wanted.intersection((layer, position) for position in held_positions)
-            if pairs and not pairs.intersection(owner):
-                owner.update(dict.fromkeys(pairs, name))
-    missing_positions: dict[int, set[int]] = defaultdict(set)
-    for layer, position in wanted.difference(owner):
-        missing_positions[layer].add(position)
-    layers_missing: dict[frozenset[int], list[int]] = defaultdict(list)
-    for layer, missing in missing_positions.items():
-        layers_missing[frozenset(missing)].append(layer)
-    for missing, part_layers in layers_missing.items():
-        name = part_name(part_layers, missing)
-        owner.update({(layer, position): name for layer in part_layers for position in missing})
+        for layer in part.layers:
+            for site in part.sites:
+                triples = wanted.intersection((layer, site, position) for position in part.positions)
+                if triples and not triples.intersection(owner):
+                    owner.update(dict.fromkeys(triples, name))
+    missing: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for layer, site, position in wanted.difference(owner):
+        missing[layer][site].add(position)
+    groups: dict[tuple[frozenset[str], frozenset[int]], list[int]] = defaultdict(list)
+    for layer, by_site in sorted(missing.items(), reverse=True):  # layer 0 last, to join a group
+        sites_missing: dict[frozenset[int], set[str]] = defaultdict(set)
+        for site, held in by_site.items():
+            sites_missing[frozenset(held)].add(site)
+        for held, group_sites in sites_missing.items():
+            key = (frozenset(group_sites), held)
+            if layer == 0:  # only the residual stream exists there: join a group reading it
+                key = next((other for other in groups if RESIDUAL in other[0] and other[1] == held), key)
+            groups[key].append(layer)
+    for (group_sites, held), part_layers in groups.items():
+        name = part_name(part_layers, held, group_sites)
+        owner.update({(layer, site, position): name for layer in part_layers for site in group_sites
+                      for position in held if site_defined(layer, site)})
     return owner

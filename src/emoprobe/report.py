@@ -11,7 +11,9 @@ import polars as pl
 
 from .aggregate import majority_rate, scored, select, summarise
 from .answer_metrics import TOP1_METRIC, confusion
+from .parts import SITES as SITE_ORDER
 from .registry import ANSWER, control_name
+from .shards import RESIDUAL
 
 alt.data_transformers.disable_max_rows()
 
@@ -28,6 +30,11 @@ def _scores(metrics: pl.DataFrame, probe: str = "logreg", metric: str = "accurac
 
 def _of(metrics: pl.DataFrame, model: str, dataset: str) -> pl.DataFrame:
     return metrics.filter((pl.col("model") == model) & (pl.col("dataset") == dataset))
+
+
+def _residual(metrics: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the residual stream, and those of no site (baselines, answers)."""
+    return metrics.filter(pl.col("site").is_null() | (pl.col("site") == RESIDUAL))
 
 
 def _band_and_line(base: alt.Chart, metric: str, domain: list | None = None) -> alt.LayerChart:
@@ -239,6 +246,33 @@ def target_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, positi
                      "subtitle": note}, max(80, 18 * data["target"].n_unique()), scheme="blueorange", domainMid=0)
 
 
+def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str,
+                   probe: str = "logreg") -> alt.LayerChart:
+    """Accuracy by layer at `position`, one line per site (residual stream, attention output, MLP
+    output; mean over folds, band = 95% bootstrap CI), with the lexical baseline, majority and chance."""
+    of = _of(metrics, model, dataset)
+    data = _scores(of.filter(pl.col("site").is_not_null()), probe).filter(position=position)
+    sites = [site for site in SITE_ORDER if site in set(data["site"])]
+    base = alt.Chart(data).encode(color=alt.Color("site:N", title="site", sort=sites))
+    layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(_residual(of)))]
+    lexical = _lexical(metrics, dataset, "accuracy", data["layer"].to_list())
+    if lexical.height:
+        layers.append(_lexical_layer(lexical))
+    return alt.layer(*layers).properties(
+        title={"text": f"{model} on {dataset}: {probe} accuracy by layer and site, position {position}",
+               "subtitle": [f"line: mean over folds; {CI_BAND}; attn_out / mlp_out: what the block's attention / "
+                            "MLP sub-block adds to the residual stream (from layer 1)", *([note] if note else [])]},
+        width=520, height=300)
+
+
+def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str,
+                       probe: str = "logreg") -> alt.Chart:
+    data = _scores(_of(metrics, model, dataset).filter(pl.col("site").is_not_null()), probe).filter(position=position)
+    return _heatmap(data, alt.Y("site:N", sort=list(SITE_ORDER)), "accuracy",
+                    {"text": f"{model} on {dataset}: {probe} accuracy, site x layer (position {position})",
+                     "subtitle": note}, 90, scheme="viridis")
+
+
 def relative_depth(metrics: pl.DataFrame, position: int, probe: str = "logreg") -> alt.FacetChart:
     """All models on one chart: the score at `position` against layer / n_layers; one panel per
     dataset and score (`probe`'s accuracy, or ridge's R2 with one line per target)."""
@@ -276,7 +310,9 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     """Write every figure and results/report/index.html; return the index path.
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
-    or the position nearest the end) where it has numeric targets; the summary table, with the
+    or the position nearest the end) where it has numeric targets, all of the residual stream;
+    with more sites, accuracy by layer per site and a site x layer heatmap (at that position); the
+    summary table (over every site), with the
     paired comparison with the lexical baseline from `vs_lexical` when given. The first of the
     classification probes `classifiers` is drawn with its controls; with more than one, a chart
     compares them. `answers`: {(model, dataset): (answers table, counts per class)} of the
@@ -286,6 +322,7 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     position = max(metrics["position"].drop_nulls().unique().to_list())
     summary = summarise(metrics, tolerance, vs_lexical, classifiers)
     probe = classifiers[0]
+    sited, metrics = metrics, _residual(metrics)
     sections = []
     pairs = metrics.filter(pl.col("model").is_not_null()).select("model", "dataset").unique().sort("model", "dataset")
     for model, dataset in pairs.iter_rows():
@@ -300,6 +337,9 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
             charts.append(("selectivity_by_layer", selectivity_by_layer(metrics, model, dataset, note, probe)))
         if len(classifiers) > 1 and probe in probes:
             charts.append(("probes_by_layer", probes_by_layer(metrics, model, dataset, position, classifiers, note)))
+        if probe in probes and _of(sited, model, dataset)["site"].drop_nulls().n_unique() > 1:
+            charts += [("sites_by_layer", sites_by_layer(sited, model, dataset, position, note, probe)),
+                       ("site_layer_heatmap", site_layer_heatmap(sited, model, dataset, position, note, probe))]
         if "ridge" in probes:
             charts += [("r2_by_layer", r2_by_layer(metrics, model, dataset, position, note)),
                        ("target_layer_heatmap", target_layer_heatmap(metrics, model, dataset, position, note))]
@@ -369,7 +409,8 @@ def _index_page(summary: pl.DataFrame, sections: list[str], tolerance: float) ->
 <style>body{{font-family:sans-serif;max-width:1400px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
 <h1>Where is emotion linearly decodable?</h1>
-<p>Held-out scores of linear probes on each layer's residual stream at the last prompt tokens,
+<p>Held-out scores of probes on each layer's residual stream (and, where configured, its attention
+and MLP outputs) at the last prompt tokens,
 one row per model, dataset and target. Classes (<code>target</code> = label): a standardised
 multinomial logistic regression, stratified k-fold cross-validation with copies of a text in one
 fold, scored by
@@ -378,11 +419,14 @@ fold, scored by
 cross-validation over one row per text of the training folds), k-fold cross-validation grouped by
 text, scored by <code>r2</code>;
 <code>floor</code> is the R&sup2; of predicting the training folds' mean (about 0).
-<code>best_layer</code>/<code>best_position</code> maximise the score (ties: the earlier layer,
-then the position nearest the end). That <code>score</code> is the best of
+<code>best_layer</code>/<code>best_site</code>/<code>best_position</code> maximise the score over
+the configured sites (<code>residual</code>: the residual stream; <code>attn_out</code>,
+<code>mlp_out</code>: what a block's attention and MLP sub-blocks add to it; ties: the earlier
+layer, then the position nearest the end). The charts below show the residual stream, and each
+site where more are probed. That <code>score</code> is the best of
 <code>candidates</code> cross-validated means, selected on the same folds that score it, so it
 is optimistic: it is not a held-out estimate of the best layer's accuracy.
-<code>first_layer_within_tolerance</code>: first layer whose score, at the best position, is
+<code>first_layer_within_tolerance</code>: first layer whose score, at the best site and position, is
 within {tolerance} of the best. <code>shuffled</code>: the same probe fitted on labels permuted
 within the training folds, at the best layer and position (it should not exceed the floor).
 <code>selectivity</code> (with a control task): accuracy minus the control task's accuracy there,

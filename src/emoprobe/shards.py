@@ -18,6 +18,13 @@ from safetensors import safe_open
 from .errors import ShardError
 
 TENSOR = "activations"
+RESIDUAL = "residual"  # the site of today's shards; see emoprobe.extract.SITES
+
+
+def shard_file(layer: int | str, site: str = RESIDUAL) -> str:
+    """A shard's file name in its part's folder: layer_<L>.safetensors for the residual stream,
+    layer_<L>.<site>.safetensors for another site."""
+    return f"layer_{layer}.safetensors" if site == RESIDUAL else f"layer_{layer}.{site}.safetensors"
 FORMAT_VERSION = "1"
 _DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16"}
 

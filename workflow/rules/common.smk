@@ -14,10 +14,11 @@ from emoprobe.config import random_init_twins, resolve_layers, resolve_template,
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import ModelInfoCache, check_pinned_sha256, resolve_dtype
-from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
+from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, SITES as SITE_ORDER, parse_part, part_positions, plan_parts
+from emoprobe.extract import read_pairs
 from emoprobe.provenance import code_fingerprint
 from emoprobe.registry import LINEAR
-from emoprobe.shards import delete_and_rerun, size_problem
+from emoprobe.shards import RESIDUAL, delete_and_rerun, shard_file, size_problem
 
 try:
     config.update(validate_config(config))
@@ -32,6 +33,7 @@ PLANS = {dataset: probe_plan(config["datasets"][dataset]) for dataset in DATASET
 CLASSIFIED = [dataset for dataset in DATASETS if PLANS[dataset]["classification"]]
 REGRESSED = [dataset for dataset in DATASETS if PLANS[dataset]["targets"]]
 POSITIONS = list(config["positions"])
+SITES = [site for site in SITE_ORDER if site in config["sites"]]
 # The classification probes (`probes` entries, defaults filled in), by name, in config order.
 PROBES = {entry["name"]: entry for entry in config["probes"]}
 CLASSIFIERS = list(PROBES)
@@ -51,6 +53,10 @@ try:
             check_pinned_sha256(spec)
 except EmoprobeError as error:
     raise WorkflowError(str(error)) from None
+for model in MODELS:  # a site the architecture lacks stops the run here, before any job
+    for site in SITES:
+        if site != RESIDUAL and (why := MODEL_INFO[model]["sites"][site]):
+            raise WorkflowError(f"model '{model}': {why}")
 
 # The decoder LMs, which answer the prompt (encoders give no answer).
 DECODERS = [model for model in MODELS if MODEL_INFO[model]["decoder"]]
@@ -92,6 +98,7 @@ wildcard_constraints:
     layer=r"\d+",
     positions=POSITIONS_PATTERN,
     part=PART_PATTERN,
+    site="|".join(re.escape(f".{site}") for site in SITE_ORDER[1:]) + "|",  # "" = the residual stream
     probe="|".join(map(re.escape, CLASSIFIERS)),
 
 
@@ -109,11 +116,11 @@ def _parts_on_disk(model, dataset):
     return [entry.name for entry in folder.iterdir() if entry.is_dir()] if folder.is_dir() else []
 
 
-# Which extraction part (one job's shard folder, see emoprobe.parts) holds each (layer, position):
-# parts already on disk keep serving the pairs they hold, so adding layers or positions plans
-# new parts for just the new pairs and leaves every fitted probe alone.
+# Which extraction part (one job's shard folder, see emoprobe.parts) holds each (layer, site,
+# position): parts already on disk keep serving what they hold, so adding layers, sites or
+# positions plans new parts for just what is new and leaves every fitted probe alone.
 PARTS = {
-    (model, dataset): plan_parts(LAYERS[model], POSITIONS, _parts_on_disk(model, dataset), N_LAYERS[model])
+    (model, dataset): plan_parts(LAYERS[model], POSITIONS, _parts_on_disk(model, dataset), N_LAYERS[model], SITES)
     for model in MODELS
     for dataset in DATASETS
 }
@@ -130,8 +137,9 @@ def check_parts_on_disk():
             folder = Path("results/activations") / model / dataset / part
             if not folder.is_dir() or any(folder.glob("*.partial")):
                 continue
-            for layer in parse_part(part)[0]:
-                shard = folder / f"layer_{layer}.safetensors"
+            held = parse_part(part)
+            for layer, site in read_pairs(held.layers, held.sites):
+                shard = folder / shard_file(layer, site)
                 if problem := size_problem(shard):
                     problems.append(f"{shard}: {problem}; {delete_and_rerun(folder)}")
     if problems:
@@ -141,28 +149,39 @@ def check_parts_on_disk():
 check_parts_on_disk()
 
 
-# A probe job fits, at one layer, all the positions of the part holding that layer's requested
-# positions (one Python start per layer and part, not per position): (layer, the part's
-# positions as written in its name) -> part.
+# A probe job fits, at one layer and site, all the positions of the part holding that layer's
+# requested positions at the site (one Python start per layer, site and part, not per position):
+# (layer, site, the part's positions as written in its name) -> part.
 PROBE_PARTS = {
-    key: {(layer, part_positions(part)): part for (layer, _), part in plan.items()}
+    key: {(layer, site, part_positions(part)): part for (layer, site, _), part in plan.items()}
     for key, plan in PARTS.items()
 }
 
 
+def site_suffix(site):
+    """How a site shows in probe paths, after layer_<L>: nothing for the residual stream, else .<site>."""
+    return "" if site == RESIDUAL else f".{site}"
+
+
+def wildcard_site(wildcards):
+    """The site of a probe job's {site} wildcard ("" or ".<site>")."""
+    return wildcards.site.removeprefix(".") or RESIDUAL
+
+
 def activation_part(wildcards):
-    """The shard folder of a probe job: the part holding the job's layer and positions."""
-    part = PROBE_PARTS[wildcards.model, wildcards.dataset].get((int(wildcards.layer), wildcards.positions))
+    """The shard folder of a probe job: the part holding the job's layer, site and positions."""
+    site = wildcard_site(wildcards)
+    part = PROBE_PARTS[wildcards.model, wildcards.dataset].get((int(wildcards.layer), site, wildcards.positions))
     if part is None:
         raise WorkflowError(f"no extraction part holds positions {wildcards.positions} at layer {wildcards.layer} "
-                            f"of model '{wildcards.model}' for the config's `layers` x `positions`; "
+                            f"({site}) of model '{wildcards.model}' for the config's `layers` x `sites` x `positions`; "
                             "`snakemake -n` lists the probe outputs this config asks for.")
     return f"results/activations/{wildcards.model}/{wildcards.dataset}/{part}"
 
 
 def part_layers(wildcards):
     """An extraction part's layers, checked against the model's depth."""
-    layers = list(parse_part(wildcards.part)[0])
+    layers = list(parse_part(wildcards.part).layers)
     try:
         resolve_layers(layers, N_LAYERS[wildcards.model], wildcards.model)
     except EmoprobeError as error:
@@ -260,13 +279,14 @@ def prepare_cv_folds(wildcards):
 
 
 def _sweep(datasets, suffix):
-    """One probe output per model x dataset x layer x extraction part holding that layer: a probe
-    job fits all of its part's positions at one layer, so Python and torch start once per layer."""
+    """One probe output per model x dataset x layer x site x extraction part holding that layer and
+    site: a probe job fits all of its part's positions at one layer and site, so Python and torch
+    start once per layer and site."""
     return sorted({
-        f"results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}{suffix}"
+        f"results/probes/{model}/{dataset}/layer_{layer}{site_suffix(site)}/positions_{positions}{suffix}"
         for model in MODELS
         for dataset in datasets
-        for layer, positions in PROBE_PARTS[model, dataset]
+        for layer, site, positions in PROBE_PARTS[model, dataset]
     })
 
 
@@ -295,13 +315,13 @@ def lexical_outputs(datasets, output, kind=None):
 
 
 def probe_predictions(model, dataset):
-    """(held-out predictions file, layer, "classes" or "targets") of every probe job of a model x dataset."""
+    """(held-out predictions file, layer, site, "classes" or "targets") of every probe job of a model x dataset."""
     infixes = [("classes", f".{probe}", CLASSIFIED) for probe in CLASSIFIERS] + [("targets", ".ridge", REGRESSED)]
-    return [(f"results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}{infix}.predictions.parquet",
-             layer, kind)
+    return [(f"results/probes/{model}/{dataset}/layer_{layer}{site_suffix(site)}/positions_{positions}{infix}"
+             ".predictions.parquet", layer, site, kind)
             for kind, infix, wanted in infixes
             if dataset in wanted
-            for layer, positions in sorted(PROBE_PARTS[model, dataset])]
+            for layer, site, positions in sorted(PROBE_PARTS[model, dataset])]
 
 
 def comparisons():
@@ -312,7 +332,8 @@ def comparisons():
 
 CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap") + (
     ("selectivity_by_layer",) if config["probe"]["control_task"] else ()) + (
-    ("probes_by_layer",) if len(CLASSIFIERS) > 1 else ())
+    ("probes_by_layer",) if len(CLASSIFIERS) > 1 else ()) + (
+    ("sites_by_layer", "site_layer_heatmap") if len(SITES) > 1 else ())
 REGRESSION_FIGURES = ("r2_by_layer", "target_layer_heatmap")
 
 

@@ -8,7 +8,8 @@ rule extract_activations:
         n_layers=lambda wc: N_LAYERS[wc.model],
         # From the part's name, never the config: adding layers elsewhere leaves this job alone.
         layers=part_layers,
-        positions=lambda wc: list(parse_part(wc.part)[1]),
+        sites=lambda wc: list(parse_part(wc.part).sites),
+        positions=lambda wc: list(parse_part(wc.part).positions),
         template=lambda wc: TEMPLATE,
         code=code_fingerprint("extract"),  # a function: the template's {text} is no wildcard
         device=config["extraction"]["device"],

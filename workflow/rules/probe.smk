@@ -4,10 +4,11 @@ rule fit_probe:
         table=prepared_table,
         answers=answers_input,
     output:
-        scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.parquet",
-        predictions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.predictions.parquet",
+        scores="results/probes/{model}/{dataset}/layer_{layer}{site}/positions_{positions}.{probe}.parquet",
+        predictions="results/probes/{model}/{dataset}/layer_{layer}{site}/positions_{positions}.{probe}.predictions.parquet",
     params:
         probe=lambda wc: PROBES[wc.probe],  # the `probes` entry, its kind's defaults filled in
+        site=wildcard_site,
         majority=lambda wc: wc.probe == CLASSIFIERS[0],  # the majority baseline: in the first entry's jobs
         split=probe_split,
         shuffled_control=config["probe"]["shuffled_control"],
@@ -17,7 +18,7 @@ rule fit_probe:
         subset_checks=subset_checks,
         code=code_fingerprint("probe"),
     log:
-        "results/logs/fit_probe/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.log",
+        "results/logs/fit_probe/{model}/{dataset}/layer_{layer}{site}/positions_{positions}.{probe}.log",
     threads: 1
     resources:
         mem_mb=on_retry(config["probe"]["mem_mb"]),
@@ -34,17 +35,18 @@ rule save_directions:
         table=prepared_table,
         answers=answers_input,
     output:
-        directions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.directions.safetensors",
+        directions="results/probes/{model}/{dataset}/layer_{layer}{site}/positions_{positions}.{probe}.directions.safetensors",
     wildcard_constraints:
         probe="|".join(map(re.escape, LINEAR_PROBES)) or "(?!)",  # linear entries only
     params:
         probe=lambda wc: PROBES[wc.probe],
+        site=wildcard_site,
         seed=config["seed"],
         subset=lambda wc: SUBSET[wc.dataset],
         subset_checks=subset_checks,
         code=code_fingerprint("directions"),
     log:
-        "results/logs/save_directions/{model}/{dataset}/layer_{layer}/positions_{positions}.{probe}.log",
+        "results/logs/save_directions/{model}/{dataset}/layer_{layer}{site}/positions_{positions}.{probe}.log",
     threads: 1
     resources:
         mem_mb=on_retry(config["probe"]["mem_mb"]),
@@ -61,16 +63,17 @@ rule fit_ridge:
         table=prepared_table,
         answers=answers_input,
     output:
-        scores="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.ridge.parquet",
-        predictions="results/probes/{model}/{dataset}/layer_{layer}/positions_{positions}.ridge.predictions.parquet",
+        scores="results/probes/{model}/{dataset}/layer_{layer}{site}/positions_{positions}.ridge.parquet",
+        predictions="results/probes/{model}/{dataset}/layer_{layer}{site}/positions_{positions}.ridge.predictions.parquet",
     params:
+        site=wildcard_site,
         split=probe_split,
         seed=config["seed"],
         subset=lambda wc: SUBSET[wc.dataset],
         subset_checks=subset_checks,
         code=code_fingerprint("ridge"),
     log:
-        "results/logs/fit_ridge/{model}/{dataset}/layer_{layer}/positions_{positions}.log",
+        "results/logs/fit_ridge/{model}/{dataset}/layer_{layer}{site}/positions_{positions}.log",
     threads: 1
     resources:
         mem_mb=on_retry(config["probe"]["mem_mb"]),
@@ -113,15 +116,16 @@ use rule lexical_baseline as lexical_ridge with:
 
 rule compare_with_lexical:
     input:
-        predictions=lambda wc: [path for path, _, _ in probe_predictions(wc.model, wc.dataset)],
+        predictions=lambda wc: [path for path, _, _, _ in probe_predictions(wc.model, wc.dataset)],
         lexical_classes=lambda wc: lexical_outputs([wc.dataset], "predictions", "classes"),
         lexical_targets=lambda wc: lexical_outputs([wc.dataset], "predictions", "targets"),
         table=prepared_table,
     output:
         comparison="results/comparisons/{model}/{dataset}/vs_lexical.parquet",
     params:
-        layers=lambda wc: [layer for _, layer, _ in probe_predictions(wc.model, wc.dataset)],
-        kinds=lambda wc: [kind for _, _, kind in probe_predictions(wc.model, wc.dataset)],
+        layers=lambda wc: [layer for _, layer, _, _ in probe_predictions(wc.model, wc.dataset)],
+        sites=lambda wc: [site for _, _, site, _ in probe_predictions(wc.model, wc.dataset)],
+        kinds=lambda wc: [kind for _, _, _, kind in probe_predictions(wc.model, wc.dataset)],
         classifiers=CLASSIFIERS,
         seed=config["seed"],
         code=code_fingerprint("compare"),
