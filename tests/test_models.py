@@ -69,7 +69,7 @@ def run_extraction_job(tmp_path: Path, spec: dict, dtype: str = "auto", layers=(
     pl.DataFrame({"id": ["t0", "t1"], "prompt": PROMPTS}).write_parquet(table)
     smk = SimpleNamespace(
         input=SimpleNamespace(table=str(table)), output=SimpleNamespace(shards=str(tmp_path / "shards")),
-        params=SimpleNamespace(model=spec, device="cpu", dtype=dtype, layers=list(layers), positions=[-1],
+        params=SimpleNamespace(model=spec, device="cpu", dtype=dtype, layers=list(layers), sites=["residual"], positions=[-1],
                                n_layers=max(layers), template="Context: {text} Answer:", answers=None),
         wildcards=SimpleNamespace(model="m", dataset="d"), threads=torch.get_num_threads(),
         config={"extraction": {"batch_size": "auto", "batch_tokens": "auto"}},

@@ -20,7 +20,7 @@ def stages_importing(module: str) -> set[str]:
     ("parts.py", {"probe", "ridge", "directions"}),
     ("data/sources.py", {"prepare", "extract", "probe", "ridge", "directions", "lexical", "compare", "answer_scores"}),
     ("folds.py", {"probe", "ridge", "directions", "lexical"}),  # every probe's folds, the baseline's too
-    ("shards.py", {"extract", "probe", "ridge", "directions", "answer_scores"}),
+    ("shards.py", {"extract", "probe", "ridge", "directions", "answer_scores", "report"}),  # report: the sites
     ("extract.py", {"extract"}),
     ("models.py", {"extract"}),
     ("probes.py", {"probe", "directions"}),  # the classification probes never rerun ridge or the baseline

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import ExtractionError
-from .shards import FORMAT_VERSION, RESIDUAL, ShardWriter
+from .shards import FORMAT_VERSION, RESIDUAL, SITES, ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,6 @@ def run_shared_prefix(model, token_lists: Sequence[Sequence[int]], keep: int) ->
 
 BLOCK_LIST_NAMES = ("layers", "h", "layer", "block", "blocks")
 
-SITES = (RESIDUAL, "attn_out", "mlp_out")
 # Sub-block modules by layout, first match wins. Gemma 2/3 normalise each sub-block's output
 # before adding it (post_attention_layernorm, post_feedforward_layernorm): that norm's output is
 # the site. Elsewhere (Llama, Qwen2, Mistral, GPT-2, ...) the sub-block's own output is added as it

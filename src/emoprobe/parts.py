@@ -18,9 +18,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from .errors import ConfigError
-from .shards import RESIDUAL
-
-SITES = (RESIDUAL, "attn_out", "mlp_out")  # the order in part names
+from .shards import RESIDUAL, SITES
 POSITIONS_PATTERN = r"-\d+(?:to-\d+)?(?:\+-\d+(?:to-\d+)?)*"
 SITES_PATTERN = "(?:" + "|".join(SITES) + ")(?:\\+(?:" + "|".join(SITES) + "))*"
 PART_PATTERN = (r"layers_\d+(?:to\d+)?(?:\+\d+(?:to\d+)?)*(?:\.sites_" + SITES_PATTERN + r")?\.positions_"

@@ -11,9 +11,8 @@ import polars as pl
 
 from .aggregate import majority_rate, scored, select, summarise
 from .answer_metrics import TOP1_METRIC, confusion
-from .parts import SITES as SITE_ORDER
 from .registry import ANSWER, control_name
-from .shards import RESIDUAL
+from .shards import RESIDUAL, SITES
 
 alt.data_transformers.disable_max_rows()
 
@@ -252,7 +251,7 @@ def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: in
     output; mean over folds, band = 95% bootstrap CI), with the lexical baseline, majority and chance."""
     of = _of(metrics, model, dataset)
     data = _scores(of.filter(pl.col("site").is_not_null()), probe).filter(position=position)
-    sites = [site for site in SITE_ORDER if site in set(data["site"])]
+    sites = [site for site in SITES if site in set(data["site"])]
     base = alt.Chart(data).encode(color=alt.Color("site:N", title="site", sort=sites))
     layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(_residual(of)))]
     lexical = _lexical(metrics, dataset, "accuracy", data["layer"].to_list())
@@ -268,7 +267,7 @@ def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: in
 def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str,
                        probe: str = "logreg") -> alt.Chart:
     data = _scores(_of(metrics, model, dataset).filter(pl.col("site").is_not_null()), probe).filter(position=position)
-    return _heatmap(data, alt.Y("site:N", sort=list(SITE_ORDER)), "accuracy",
+    return _heatmap(data, alt.Y("site:N", sort=list(SITES)), "accuracy",
                     {"text": f"{model} on {dataset}: {probe} accuracy, site x layer (position {position})",
                      "subtitle": note}, 90, scheme="viridis")
 

@@ -18,7 +18,10 @@ from safetensors import safe_open
 from .errors import ShardError
 
 TENSOR = "activations"
-RESIDUAL = "residual"  # the site of today's shards; see emoprobe.extract.SITES
+RESIDUAL = "residual"
+# Where in a layer activations are read (emoprobe.extract.site_module), in the order part names
+# list them: the residual stream, what the attention and the MLP sub-blocks add to it.
+SITES = (RESIDUAL, "attn_out", "mlp_out")
 
 
 def shard_file(layer: int | str, site: str = RESIDUAL) -> str:

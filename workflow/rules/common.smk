@@ -14,11 +14,11 @@ from emoprobe.config import random_init_twins, resolve_layers, resolve_template,
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import ModelInfoCache, check_pinned_sha256, resolve_dtype
-from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, SITES as SITE_ORDER, parse_part, part_positions, plan_parts
+from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
 from emoprobe.extract import read_pairs
 from emoprobe.provenance import code_fingerprint
 from emoprobe.registry import LINEAR
-from emoprobe.shards import RESIDUAL, delete_and_rerun, shard_file, size_problem
+from emoprobe.shards import RESIDUAL, SITES as SITE_ORDER, delete_and_rerun, shard_file, size_problem
 
 try:
     config.update(validate_config(config))
