@@ -151,6 +151,8 @@ def test_adding_sites_extracts_and_probes_only_them(done, tmp_path):
     assert compared.filter(probe="logreg").height == 7 and set(compared["site"]) == {"residual", "attn_out", "mlp_out"}
     figures = workdir / "results/report/tiny/crowd_envent"
     assert (figures / "sites_by_layer.png").is_file() and (figures / "site_layer_heatmap.png").is_file()
+    depth = (workdir / "results/report/relative_depth.html").read_text()
+    assert all(f"crowd_envent (logreg accuracy), {site}" in depth for site in ("residual", "attn_out", "mlp_out"))
     assert planned({"workdir": workdir}, config) == {}
 
 

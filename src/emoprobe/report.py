@@ -274,12 +274,15 @@ def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position
 
 def relative_depth(metrics: pl.DataFrame, position: int, probe: str = "logreg") -> alt.FacetChart:
     """All models on one chart: the score at `position` against layer / n_layers; one panel per
-    dataset and score (`probe`'s accuracy, or ridge's R2 with one line per target)."""
+    dataset and score (`probe`'s accuracy, or ridge's R2 with one line per target), and per site
+    where the metrics hold more than one."""
     data = pl.concat([
         _scores(metrics, name, metric).with_columns(panel=pl.format("{} ({} {})", "dataset", pl.lit(name),
                                                                     pl.lit(metric)))
         for name, (metric, _) in scored([probe]).items()
     ]).filter(pl.col("position") == position).with_columns(relative_depth=pl.col("layer") / pl.col("n_layers"))
+    if data["site"].n_unique() > 1:
+        data = data.with_columns(panel=pl.format("{}, {}", "panel", "site"))
     return alt.Chart(data).mark_line(point=True).encode(
         x=alt.X("relative_depth:Q", title="relative depth (layer / n_layers)", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("mean:Q", title="accuracy or R\u00b2 (CV mean)"),
@@ -352,7 +355,7 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
                         + _beats_the_words(summary.filter(model=model, dataset=dataset))
                         + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
-    save(relative_depth(metrics, position, probe), out_dir / "relative_depth")
+    save(relative_depth(sited, position, probe), out_dir / "relative_depth")
     summary.write_csv(out_dir / "summary.csv")
     index = out_dir / "index.html"
     index.write_text(_index_page(summary, sections, tolerance), encoding="utf-8")
