@@ -97,6 +97,12 @@ def test_bert_has_no_sub_block_sites(tiny_models):
         site_module(transformer_blocks(model)[0], "attn_out")
     with pytest.raises(ExtractionError, match="site 'mlp_out' is not defined for BertLayer"):
         _collect(model, tokenizer, ["Context: a b c d e . Answer:"], [1], ["residual", "mlp_out"], 1)
+    from transformers import DistilBertConfig, DistilBertModel
+
+    with torch.device("meta"):  # another post-norm layout, with other module names
+        distilbert = DistilBertModel(DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=4, vocab_size=100))
+    with pytest.raises(ExtractionError, match="site 'attn_out' is not defined for TransformerBlock"):
+        site_module(transformer_blocks(distilbert)[0], "attn_out")
     info = models.model_info({"source": "local", "path": str(tiny_models["bert"]["right"])})
     assert info["sites"]["attn_out"].startswith("site 'attn_out' is not defined for BertLayer")
     for family in DECODERS:

@@ -98,7 +98,9 @@ def site_module(block: torch.nn.Module, site: str) -> torch.nn.Module:
     ("attn_out" or "mlp_out"): what that sub-block adds to the residual stream."""
     if hasattr(block, "pre_feedforward_layernorm") and hasattr(block, "post_feedforward_layernorm"):
         return getattr(block, _GEMMA_POST_NORMS[site])
-    if type(block).__name__.startswith(("Bert", "Roberta", "Electra", "XLMRoberta", "DistilBert")):
+    # Post-norm blocks (BERT and its descendants: output.LayerNorm; DistilBERT: sa_layer_norm)
+    # add each sub-block's output to the residual stream inside a LayerNorm.
+    if hasattr(getattr(block, "output", None), "LayerNorm") or hasattr(block, "sa_layer_norm"):
         raise ExtractionError(
             f"site '{site}' is not defined for {type(block).__name__}: a post-norm block normalises each sub-block's "
             "output together with the residual stream, so nothing is added to it that the site could be. Probe "
