@@ -232,9 +232,9 @@ def test_the_stall_stop_leaves_a_problem_that_still_takes_real_steps_alone():
 def test_real_embeddings_stop_at_float32_precision_and_match_sklearn(caplog):
     """SmolLM2's layer 0 at position -3 (the embeddings of ~1,450 distinct last text tokens, all
     6,600 crowd-enVENT prompts): an ill-conditioned fit at the edge of float32 precision. Torch
-    ends every fold far short of max_iter (it used to run all 1,000 steps, ~10 min; with the loss
-    summed over all rows at once it stalled and stopped on the stall rule, summed by training block
-    it now converges) and predicts as well as sklearn."""
+    ends every fold far short of max_iter (it used to run all 1,000 steps, ~10 min; later it
+    stopped on the stall rule; with the written-out, blockwise gradient it converges) and predicts
+    as well as sklearn."""
 
     import torch
     from threadpoolctl import threadpool_limits
