@@ -121,3 +121,19 @@ def test_a_site_the_model_lacks_stops_the_run_before_any_job(tmp_path, tiny_mode
     assert result.returncode != 0
     assert "model 'tiny-bert': site 'attn_out' is not defined for BertLayer" in result.stdout + result.stderr
     assert not (tmp_path / "run" / "results").exists()
+
+
+def test_an_architecture_that_cannot_be_built_rules_out_only_the_sub_block_sites(tiny_models, monkeypatch):
+    """model_info still gives the depth and the decoder flag; each sub-block site says why it is
+    unavailable, so a residual-only run goes on and a run asking for the site stops naming it."""
+    import transformers
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("no such module")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_config", fail)
+    info = models.model_info({"source": "local", "path": str(tiny_models["llama"]["right"])})
+    assert info["n_layers"] == 3 and info["decoder"]
+    assert set(info["sites"]) == {"attn_out", "mlp_out"}
+    assert all("model type 'llama' cannot be found: building its architecture failed (RuntimeError: no such module)"
+               in why for why in info["sites"].values())

@@ -173,20 +173,30 @@ def read_config(resolved: ResolvedModel):
 def model_info(spec: dict) -> dict:
     """{"n_layers": transformer blocks, "decoder": is_decoder_lm, "sites": {site: None where the
     architecture has it, else why not}} of a model entry, from its config (the architecture is
-    built on the meta device: no weights read or allocated)."""
+    built on the meta device: no weights read or allocated; if it cannot be built, every
+    sub-block site says why, and a residual-only run goes on)."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
     from .errors import ExtractionError
     from .extract import SITES, site_module, text_config, transformer_blocks
 
-    config = read_config(resolve(spec))
+    resolved = resolve(spec)
+    config = read_config(resolved)
     decoder = is_decoder_lm(config)
-    with torch.device("meta"):
-        model = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
-    block = transformer_blocks(model)[0]
     sites = {}
+    try:
+        with torch.device("meta"):
+            model = (AutoModelForCausalLM if decoder else AutoModel).from_config(
+                config, trust_remote_code=resolved.trust_remote_code)
+        block = transformer_blocks(model)[0]
+    except Exception as exc:  # noqa: BLE001 (any failure to build it only rules out the sub-block sites)
+        block, why = None, (f"the sub-block sites of model type '{config.model_type}' cannot be found: building "
+                            f"its architecture failed ({type(exc).__name__}: {exc}). Probe `sites: [residual]`.")
     for site in SITES[1:]:
+        if block is None:
+            sites[site] = why
+            continue
         try:
             site_module(block, site)
             sites[site] = None
