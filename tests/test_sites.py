@@ -8,7 +8,8 @@ import torch
 
 from emoprobe import models
 from emoprobe.errors import ExtractionError
-from emoprobe.extract import SITES, extract, read_pairs, site_module, transformer_blocks
+from emoprobe.extract import extract, site_module, transformer_blocks
+from emoprobe.shards import SITES, read_pairs
 
 from .conftest import SMOLLM2, require_smollm2, run_snakemake
 

@@ -7,7 +7,7 @@ gathered, on the device, before anything is copied to the host, and the forward 
 after the deepest requested layer, unless the model's answer is read too (`answer_tokens`):
 then it runs to the LM head, which a pre-hook feeds the last prompt position only.
 
-Sites (SITES): `residual` is the residual stream above; `attn_out` at layer i >= 1 is what block
+Sites (shards.SITES): `residual` is the residual stream above; `attn_out` at layer i >= 1 is what block
 i's self-attention sub-block adds to the residual stream and `mlp_out` what its MLP sub-block adds,
 so that residual[i] = residual[i - 1] + attn_out[i] + mlp_out[i] (site_module gives the module per
 layout). All are read in the same forward pass. The answer's logits are the model's own (for
@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import ExtractionError
-from .shards import FORMAT_VERSION, RESIDUAL, SITES, ShardWriter
+from .shards import FORMAT_VERSION, RESIDUAL, ShardWriter, read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +144,6 @@ def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> t
     return last_real[:, None] - offsets[None, :]
 
 
-def read_pairs(layers: Sequence[int], sites: Sequence[str]) -> list[tuple[int, str]]:
-    """The (layer, site) pairs an extraction reads: every site at every layer, but layer 0 (the
-    embeddings, before any block) only for the residual stream."""
-    unknown = sorted(set(sites) - set(SITES))
-    if unknown:
-        raise ExtractionError(f"unknown sites {unknown}; the sites are {list(SITES)}.")
-    return [(layer, site) for layer in layers for site in sites if site == RESIDUAL or layer > 0]
-
-
 class HookedRun(threading.local):
     """Captures, per requested (layer, site), the [B, P, H] activations at the gathered
     positions (captured[(layer, site)]; the sites other than the residual stream exist from
@@ -168,8 +159,9 @@ class HookedRun(threading.local):
                  answer_tokens: Sequence[int] | None = None, sites: Sequence[str] = (RESIDUAL,)):
         self.blocks = blocks
         self.wanted = read_pairs(layers, sites)
-        self.sub_blocks = {(layer, site): site_module(blocks[layer - 1], site)
-                           for layer, site in self.wanted if site != RESIDUAL}
+        # the module whose output is each (layer >= 1, site): the block itself for the residual stream
+        self.outputs = {(layer, site): blocks[layer - 1] if site == RESIDUAL else site_module(blocks[layer - 1], site)
+                        for layer, site in self.wanted if layer > 0}
         self.answer_head, self.answer_tokens = answer_head, answer_tokens
         self.gather_index: torch.Tensor | None = None  # [B, P] the positions read
         self.last_index: torch.Tensor | None = None    # [B] the last prompt token, where the answer is read
@@ -201,8 +193,7 @@ class HookedRun(threading.local):
                 hidden = args[0] if args else kwargs["hidden_states"]
                 self._keep((0, RESIDUAL), hidden)
             handles.append(self.blocks[0].register_forward_pre_hook(read_input, with_kwargs=True))
-        modules = {(layer, RESIDUAL): self.blocks[layer - 1] for layer, site in self.wanted if site == RESIDUAL and layer}
-        for key, module in (modules | self.sub_blocks).items():
+        for key, module in self.outputs.items():
             def read_output(module, args, output, key=key):
                 self._keep(key, output if torch.is_tensor(output) else output[0])
             handles.append(module.register_forward_hook(read_output))

@@ -179,30 +179,30 @@ def model_info(spec: dict) -> dict:
     from transformers import AutoModel, AutoModelForCausalLM
 
     from .errors import ExtractionError
-    from .extract import SITES, site_module, text_config, transformer_blocks
+    from .extract import site_module, text_config, transformer_blocks
+    from .shards import SITES
 
     resolved = resolve(spec)
     config = read_config(resolved)
     decoder = is_decoder_lm(config)
-    sites = {}
+    info = {"n_layers": int(text_config(config).num_hidden_layers), "decoder": decoder}
     try:
         with torch.device("meta"):
             model = (AutoModelForCausalLM if decoder else AutoModel).from_config(
                 config, trust_remote_code=resolved.trust_remote_code)
         block = transformer_blocks(model)[0]
     except Exception as exc:  # noqa: BLE001 (any failure to build it only rules out the sub-block sites)
-        block, why = None, (f"the sub-block sites of model type '{config.model_type}' cannot be found: building "
-                            f"its architecture failed ({type(exc).__name__}: {exc}). Probe `sites: [residual]`.")
+        why = (f"the sub-block sites of model type '{config.model_type}' cannot be found: building its "
+               f"architecture failed ({type(exc).__name__}: {exc}). Probe `sites: [residual]`.")
+        return info | {"sites": dict.fromkeys(SITES[1:], why)}
+    sites = {}
     for site in SITES[1:]:
-        if block is None:
-            sites[site] = why
-            continue
         try:
             site_module(block, site)
             sites[site] = None
         except ExtractionError as error:
             sites[site] = str(error)
-    return {"n_layers": int(text_config(config).num_hidden_layers), "decoder": decoder, "sites": sites}
+    return info | {"sites": sites}
 
 
 def pick_device(requested: str = "auto") -> torch.device:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from .errors import ConfigError
-from .shards import RESIDUAL, SITES
+from .shards import RESIDUAL, SITES, read_pairs
 POSITIONS_PATTERN = r"-\d+(?:to-\d+)?(?:\+-\d+(?:to-\d+)?)*"
 SITES_PATTERN = "(?:" + "|".join(SITES) + ")(?:\\+(?:" + "|".join(SITES) + "))*"
 PART_PATTERN = (r"layers_\d+(?:to\d+)?(?:\+\d+(?:to\d+)?)*(?:\.sites_" + SITES_PATTERN + r")?\.positions_"
@@ -78,15 +78,10 @@ def parse_part(name: str) -> Part:
                 _values(positions))
 
 
-def site_defined(layer: int, site: str) -> bool:
-    """Whether a (layer, site) exists: the sub-block sites from layer 1 (layer 0 is the embeddings)."""
-    return site == RESIDUAL or layer > 0
-
-
 def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterable[str],
                n_layers: int, sites: Iterable[str] = (RESIDUAL,)) -> dict[tuple[int, str, int], str]:
     """Map every requested (layer, site, position) to the part that holds it (no sub-block site
-    at layer 0, see site_defined).
+    at layer 0, see shards.read_pairs).
 
     Parts in `existing` (folder names found on disk) are used first, in name order, each for
     the (layer, site) pairs where none of its requested triples is taken yet: at every (layer,
@@ -96,8 +91,7 @@ def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterab
     parts, one per set of layers missing the same positions at the same sites (layer 0 joins a
     group whose sites include the residual stream's missing positions there).
     """
-    wanted = {(layer, site, position) for layer in layers for site in sites for position in positions
-              if site_defined(layer, site)}
+    wanted = {(layer, site, position) for layer, site in read_pairs(layers, sites) for position in positions}
     owner: dict[tuple[int, str, int], str] = {}
     for name in sorted(existing):
         try:
@@ -126,6 +120,6 @@ def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterab
             groups[key].append(layer)
     for (group_sites, held), part_layers in groups.items():
         name = part_name(part_layers, held, group_sites)
-        owner.update({(layer, site, position): name for layer in part_layers for site in group_sites
-                      for position in held if site_defined(layer, site)})
+        owner.update({(layer, site, position): name for layer, site in read_pairs(part_layers, group_sites)
+                      for position in held})
     return owner

@@ -245,15 +245,20 @@ def target_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, positi
                      "subtitle": note}, max(80, 18 * data["target"].n_unique()), scheme="blueorange", domainMid=0)
 
 
+def _site_scores(metrics: pl.DataFrame, model: str, dataset: str, position: int, probe: str) -> pl.DataFrame:
+    """One probe's accuracy at `position` at every site of a model x dataset (with low/high, see _scores)."""
+    return _scores(_of(metrics, model, dataset).filter(pl.col("site").is_not_null()), probe).filter(position=position)
+
+
 def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str,
                    probe: str = "logreg") -> alt.LayerChart:
     """Accuracy by layer at `position`, one line per site (residual stream, attention output, MLP
     output; mean over folds, band = 95% bootstrap CI), with the lexical baseline, majority and chance."""
-    of = _of(metrics, model, dataset)
-    data = _scores(of.filter(pl.col("site").is_not_null()), probe).filter(position=position)
+    data = _site_scores(metrics, model, dataset, position, probe)
     sites = [site for site in SITES if site in set(data["site"])]
     base = alt.Chart(data).encode(color=alt.Color("site:N", title="site", sort=sites))
-    layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(_residual(of)))]
+    baselines = _baselines(_residual(_of(metrics, model, dataset)))
+    layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(baselines)]
     lexical = _lexical(metrics, dataset, "accuracy", data["layer"].to_list())
     if lexical.height:
         layers.append(_lexical_layer(lexical))
@@ -266,8 +271,8 @@ def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: in
 
 def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str,
                        probe: str = "logreg") -> alt.Chart:
-    data = _scores(_of(metrics, model, dataset).filter(pl.col("site").is_not_null()), probe).filter(position=position)
-    return _heatmap(data, alt.Y("site:N", sort=list(SITES)), "accuracy",
+    return _heatmap(_site_scores(metrics, model, dataset, position, probe), alt.Y("site:N", sort=list(SITES)),
+                    "accuracy",
                     {"text": f"{model} on {dataset}: {probe} accuracy, site x layer (position {position})",
                      "subtitle": note}, 90, scheme="viridis")
 

@@ -24,6 +24,15 @@ RESIDUAL = "residual"
 SITES = (RESIDUAL, "attn_out", "mlp_out")
 
 
+def read_pairs(layers, sites) -> list[tuple[int, str]]:
+    """The (layer, site) pairs that exist among `layers` x `sites`: every site at every layer, but
+    layer 0 (the embeddings, before any block) only for the residual stream."""
+    unknown = sorted(set(sites) - set(SITES))
+    if unknown:
+        raise ShardError(f"unknown sites {unknown}; the sites are {list(SITES)}.")
+    return [(layer, site) for layer in layers for site in sites if site == RESIDUAL or layer > 0]
+
+
 def shard_file(layer: int | str, site: str = RESIDUAL) -> str:
     """A shard's file name in its part's folder: layer_<L>.safetensors for the residual stream,
     layer_<L>.<site>.safetensors for another site."""

@@ -15,10 +15,9 @@ from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import ModelInfoCache, check_pinned_sha256, resolve_dtype
 from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
-from emoprobe.extract import read_pairs
 from emoprobe.provenance import code_fingerprint
 from emoprobe.registry import LINEAR
-from emoprobe.shards import RESIDUAL, SITES as SITE_ORDER, delete_and_rerun, shard_file, size_problem
+from emoprobe.shards import RESIDUAL, SITES as SITE_ORDER, delete_and_rerun, read_pairs, shard_file, size_problem
 
 try:
     config.update(validate_config(config))
