@@ -28,9 +28,14 @@ def _scores(path, positions, value, layer=1, dtype="float32"):
 
 
 def test_only_the_configured_positions_are_kept(tmp_path):
-    metrics = aggregate([_scores(tmp_path / "a.parquet", [-3, -2, -1], 0.5)], positions=[-1, -3])
-    assert metrics["position"].to_list() == [-3, -1]
-    assert metrics["mean"].to_list() == pytest.approx([0.55, 0.55]) and set(metrics["n_folds"]) == {2}
+    """Positions are labels ("-1", "text_mean"), nearest the end first; a file of integer
+    positions (written before pooled positions existed) reads the same."""
+    labelled = aggregate([_scores(tmp_path / "a.parquet", ["-3", "-2", "-1", "text_mean", "text_last"], 0.5)],
+                         positions=[-1, -3, "text_mean"])
+    assert labelled["position"].to_list() == ["-1", "-3", "text_mean"]
+    assert labelled["mean"].to_list() == pytest.approx([0.55] * 3) and set(labelled["n_folds"]) == {2}
+    old = aggregate([_scores(tmp_path / "b.parquet", [-3, -2, -1], 0.5)], positions=[-1, -3])
+    assert old.equals(labelled.filter(pl.col("position") != "text_mean"))
 
 
 def test_a_pair_from_two_probe_files_is_refused(tmp_path):
@@ -61,7 +66,7 @@ def test_shards_of_two_dtypes_in_one_sweep_are_refused(tmp_path):
 
 def _metrics(cells: dict[tuple[int, int], float], majority: float = 0.2, site: str = "residual") -> pl.DataFrame:
     """A metrics table with logreg accuracy `cells[(layer, position)]` and a majority row per cell."""
-    rows = [{"model": "m", "dataset": "d", "target": "label", "layer": layer, "site": site, "position": position,
+    rows = [{"model": "m", "dataset": "d", "target": "label", "layer": layer, "site": site, "position": str(position),
              "probe": probe, "metric": "accuracy", "mean": value, "std": 0.01 * layer,
              "ci_low": value - 0.02, "ci_high": value + 0.03, "n_folds": 5,
              "n_layers": 4, "n_classes": 5, "dtype": "float32"}
@@ -74,7 +79,7 @@ def test_summary_best_layer_plateau_floor_and_chance():
     cells = {(0, -1): 0.20, (1, -1): 0.45, (2, -1): 0.49, (3, -1): 0.50, (4, -1): 0.47,
              (0, -2): 0.20, (1, -2): 0.30, (2, -2): 0.40, (3, -2): 0.42, (4, -2): 0.41}
     (row,) = summarise(_metrics(cells), tolerance=0.02).iter_rows(named=True)
-    assert (row["best_layer"], row["best_position"], row["score"]) == (3, -1, 0.50)
+    assert (row["best_layer"], row["best_position"], row["score"]) == (3, "-1", 0.50)
     assert row["score_std"] == pytest.approx(0.03)  # the best cell's own std and CI
     assert (row["score_ci_low"], row["score_ci_high"]) == (pytest.approx(0.48), pytest.approx(0.53))
     assert row["first_layer_within_tolerance"] == 2  # 0.49 >= 0.50 - 0.02, 0.45 is not
@@ -88,13 +93,20 @@ def test_summary_best_cell_is_over_every_site():
     residual = _metrics({(1, -1): 0.40, (2, -1): 0.45, (3, -1): 0.46})
     mlp = _metrics({(1, -1): 0.30, (2, -1): 0.52, (3, -1): 0.50}, site="mlp_out")
     (row,) = summarise(pl.concat([residual, mlp])).iter_rows(named=True)
-    assert (row["best_layer"], row["best_site"], row["best_position"], row["score"]) == (2, "mlp_out", -1, 0.52)
+    assert (row["best_layer"], row["best_site"], row["best_position"], row["score"]) == (2, "mlp_out", "-1", 0.52)
     assert row["first_layer_within_tolerance"] == 2 and row["candidates"] == 6
 
 
 @pytest.mark.parametrize("order", [1, -1])
 def test_summary_ties_go_to_the_earlier_layer_then_the_position_nearest_the_end(order):
-    cells = {(3, -2): 0.5, (2, -3): 0.5, (2, -1): 0.5, (1, -1): 0.3, (4, -1): 0.5}
+    cells = {(3, -2): 0.5, (2, "text_mean"): 0.5, (2, -10): 0.5, (2, -3): 0.5, (2, -1): 0.5, (1, -1): 0.3,
+             (4, -1): 0.5}
     cells = dict(list(cells.items())[::order])  # the input order must not matter
     (row,) = summarise(_metrics(cells)).iter_rows(named=True)
-    assert (row["best_layer"], row["best_position"]) == (2, -1)
+    assert (row["best_layer"], row["best_position"]) == (2, "-1")
+    # then a fixed position before text_last, before text_mean
+    pooled = {(2, "text_mean"): 0.5, (2, "text_last"): 0.5, (2, -4): 0.5}
+    (row,) = summarise(_metrics(dict(list(pooled.items())[::order]))).iter_rows(named=True)
+    assert row["best_position"] == "-4"
+    (row,) = summarise(_metrics({(2, "text_mean"): 0.5, (2, "text_last"): 0.5})).iter_rows(named=True)
+    assert row["best_position"] == "text_last"

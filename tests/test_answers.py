@@ -203,7 +203,7 @@ def test_workflow_reads_answers_and_probes_the_correct_only_subset(tiny_models, 
     big = [label for label, n in correct.group_by("label_id").len().iter_rows() if n >= 2]
     expected = sorted(correct.filter(pl.col("label_id").is_in(big))["row"].to_list())
     predictions = pl.read_parquet(next((results / "probes" / "tiny" / "words" / "layer_1").glob("*.logreg.predictions.parquet")))
-    assert sorted(predictions.filter(probe="logreg", position=-1)["row"].to_list()) == expected
+    assert sorted(predictions.filter(probe="logreg", position="-1")["row"].to_list()) == expected
     metrics = read_metrics(tmp_path / "run")
     assert set(metrics.filter(probe="logreg")["n_rows"]) == {len(expected)}
     answer = metrics.filter(probe="answer", metric="accuracy").row(0, named=True)

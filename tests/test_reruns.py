@@ -103,11 +103,11 @@ def test_removing_a_position_only_rebuilds_the_table(done, tmp_path):
     result = run_snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-3000:]
     both = read_metrics(workdir)
-    assert sorted(set(both["position"].drop_nulls())) == [-2, -1]
+    assert sorted(set(both["position"].drop_nulls())) == ["-1", "-2"]
     assert planned({"workdir": workdir}, done["config"]) == TABLES
     result = run_snakemake(workdir, done["config"])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert read_metrics(workdir).equals(both.filter((pl.col("position") == -1) | pl.col("position").is_null()))
+    assert read_metrics(workdir).equals(both.filter((pl.col("position") == "-1") | pl.col("position").is_null()))
 
 
 def test_added_layer_then_full_run_reuses_every_part(done, tmp_path):
@@ -153,6 +153,38 @@ def test_adding_sites_extracts_and_probes_only_them(done, tmp_path):
     assert (figures / "sites_by_layer.png").is_file() and (figures / "site_layer_heatmap.png").is_file()
     depth = (workdir / "results/report/relative_depth.html").read_text()
     assert all(f"crowd_envent (logreg accuracy), {site}" in depth for site in ("residual", "attn_out", "mlp_out"))
+    assert planned({"workdir": workdir}, config) == {}
+
+
+def test_adding_pooled_positions_and_sites_extracts_and_probes_only_them(done, tmp_path):
+    """Adding text_last and text_mean, and the sub-block sites, to a finished run: a part for the
+    residual stream's pooled positions (layers 0-2) and one for the new sites' three positions
+    (layers 1-2); one probe job per (layer, site, part); the -1 residual probes left alone. The
+    table gains the pooled rows, the report the site charts at text_mean."""
+    config = changed(changed(done["config"], "positions", [-1, "text_mean", "text_last"]),
+                     "sites", ["residual", "attn_out", "mlp_out"])
+    dry = run_snakemake(done["workdir"], config, "-n")
+    assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 2, "fit_probe": 7, **TAIL}
+    assert "activations/tiny/crowd_envent/layers_0to2.positions_text_last+text_mean" in dry.stdout
+    assert "activations/tiny/crowd_envent/layers_1to2.sites_attn_out+mlp_out.positions_-1+text_last+text_mean" \
+        in dry.stdout
+    workdir = tmp_path / "run"
+    shutil.copytree(done["workdir"], workdir, symlinks=True)
+    result = run_snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(workdir)
+    probed = metrics.filter(probe="logreg", metric="accuracy")
+    assert sorted(probed.select("layer", "site", "position").unique().iter_rows()) == sorted(
+        [(layer, "residual", position) for layer in (0, 1, 2) for position in ("-1", "text_last", "text_mean")]
+        + [(layer, site, position) for layer in (1, 2) for site in ("attn_out", "mlp_out")
+           for position in ("-1", "text_last", "text_mean")])
+    assert metrics.filter(site="residual", position="-1").equals(
+        read_metrics(done["workdir"]).filter(site="residual", position="-1"))
+    summary = pl.read_csv(workdir / "results/report/summary.csv").filter(probe="logreg")
+    assert summary["best_position"][0] in ("-1", "text_last", "text_mean")
+    figures = workdir / "results/report/tiny/crowd_envent"
+    assert all((figures / f"{name}.png").is_file() for name in (
+        "sites_by_layer", "site_layer_heatmap", "sites_by_layer_text_mean", "site_layer_heatmap_text_mean"))
     assert planned({"workdir": workdir}, config) == {}
 
 

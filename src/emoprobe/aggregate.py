@@ -8,6 +8,7 @@ import polars as pl
 
 from .compare import layer_ranges
 from .errors import EmoprobeError
+from .positions import Position, position_label, rank
 from .registry import ANSWER, control_name
 
 KEYS = ["model", "dataset", "target", "layer", "site", "position", "probe", "metric"]
@@ -22,7 +23,7 @@ def scored(classifiers: Sequence[str] = ("logreg",)) -> dict[str, tuple[str, str
 
 SUMMARY_SCHEMA = {
     "model": pl.String, "dataset": pl.String, "target": pl.String, "probe": pl.String,
-    "score_metric": pl.String, "best_layer": pl.Int64, "best_site": pl.String, "best_position": pl.Int64,
+    "score_metric": pl.String, "best_layer": pl.Int64, "best_site": pl.String, "best_position": pl.String,
     "n_layers": pl.Int64,
     "score": pl.Float64, "score_std": pl.Float64, "score_ci_low": pl.Float64, "score_ci_high": pl.Float64,
     "candidates": pl.Int64, "first_layer_within_tolerance": pl.Int64,
@@ -35,20 +36,24 @@ SUMMARY_SCHEMA = {
 }
 
 
-def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None) -> pl.DataFrame:
+def aggregate(probe_files: Iterable[str], positions: Iterable[Position] | None = None) -> pl.DataFrame:
     """One row per (model, dataset, target, layer, site, position, probe, metric): mean and std over
     folds, the metric on the pooled held-out predictions with its bootstrap CI (pooled, ci_low,
     ci_high), n_folds.
 
     Classification rows have target "label"; ridge rows name their target and have n_classes null.
     The lexical baseline's rows (probe "lexical") have model, layer, site, position, n_layers and
-    dtype null: it reads no model (nor do the model's answers: site and position null). `positions`: keep only these (a probe file holds every position of
-    its extraction part) and the rows of no position.
+    dtype null: it reads no model (nor do the model's answers: site and position null). Positions
+    are labels (positions.position_label: "-1", "text_mean"), also those of files written when
+    they were integers. `positions`: keep only these (a probe file holds every position of its
+    extraction part) and the rows of no position.
     A model x dataset whose shards were extracted in different dtypes is refused.
     """
-    folds = pl.concat([pl.read_parquet(path) for path in probe_files], how="vertical")
+    folds = pl.concat([pl.read_parquet(path).with_columns(pl.col("position").cast(pl.String))
+                       for path in probe_files], how="vertical")
     if positions is not None:
-        folds = folds.filter(pl.col("position").is_in(list(positions)) | pl.col("position").is_null())
+        labels = [position_label(position) for position in positions]
+        folds = folds.filter(pl.col("position").is_in(labels) | pl.col("position").is_null())
     repeated = folds.filter(folds.select(KEYS + ["fold"]).is_duplicated())
     if repeated.height:
         raise EmoprobeError(f"{repeated.height} fold scores appear in more than one probe file, e.g. "
@@ -61,7 +66,8 @@ def aggregate(probe_files: Iterable[str], positions: Iterable[int] | None = None
              pl.col("value").std(ddof=1).alias("std"),
              *(pl.col(column).first() for column in INTERVAL),
              pl.col("fold").n_unique().alias("n_folds"))
-        .sort(KEYS)
+        .sort([rank() if key == "position" else pl.col(key) for key in KEYS],
+              descending=[key == "position" for key in KEYS], nulls_last=True)
         .select(KEYS + ["mean", "std", *INTERVAL, "n_folds"] + DESCRIPTIVE)
     )
 
@@ -116,7 +122,8 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
 
     The best score is the maximum of `candidates` CV means, picked on the same folds that score
     it: an optimistic pick, not a held-out one. Ties go to the earlier layer, then to the
-    position nearest the end, then to the site first by name."""
+    position nearest the end (a fixed one before text_last, then text_mean), then to the site
+    first by name."""
     rows = []
     for probe, (metric, baseline) in scored(classifiers).items():
         scores = select(metrics, probe, metric)
@@ -126,7 +133,7 @@ def summarise(metrics: pl.DataFrame, tolerance: float = 0.02, vs_lexical: pl.Dat
                    select(metrics, "lexical", metric).iter_rows(named=True)
                    for dataset, target in [(row["dataset"], row["target"])]}
         for (model, dataset, target), group in scores.group_by("model", "dataset", "target", maintain_order=True):
-            best = group.sort(["mean", "layer", "position", "site"],
+            best = group.sort([pl.col("mean"), pl.col("layer"), rank(), pl.col("site")],
                               descending=[True, False, True, False]).row(0, named=True)
             at_position = group.filter(position=best["position"], site=best["site"]).sort("layer")
             plateau = at_position.filter(pl.col("mean") >= best["mean"] - tolerance)["layer"].min()

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from .config import template_parts
 from .errors import ConfigError, DataError
 
 ANSWERS_FILE = "answers.parquet"  # in the folder of the extraction part that reads a model's answers
@@ -42,7 +43,7 @@ def label_words(labels: Sequence[str], answer_words: Mapping[str, str] | None = 
 
 def prompt_ending(template: str) -> str:
     """The text a template puts after the text: what the model's answer follows."""
-    return template.format(text="\x00").split("\x00")[-1]
+    return template_parts(template)[1]
 
 
 def first_token(tokenizer, word: str, context: str = CONTEXT) -> int:

@@ -21,7 +21,7 @@ CLASSIFICATION_METRIC, REGRESSION_METRIC = "accuracy", "r2"
 
 COMPARISON_SCHEMA = {
     "model": pl.String, "dataset": pl.String, "target": pl.String, "layer": pl.Int64, "site": pl.String,
-    "position": pl.Int64,
+    "position": pl.String,
     "probe": pl.String, "metric": pl.String, "score": pl.Float64, "lexical": pl.Float64,
     "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "n_rows": pl.Int64,
     "beats_lexical": pl.Boolean,

@@ -75,14 +75,11 @@ def _describe(error: jsonschema.ValidationError, prefix: str = "") -> str | None
         allowed = sorted(error.schema.get("properties", {}))
         hint = f" Allowed keys here: {', '.join(allowed)}." if allowed else ""
         return f"config key '{key}': {error.message}.{hint}"
-    if error.validator == "maximum" and error.schema.get("maximum") == -1:
-        return (f"config key '{key}': position {error.instance} is not allowed; positions count "
-                "from the end of the prompt and must be negative (-1 is the last token).")
     if error.validator == "uniqueItems":
         return f"config key '{key}': {error.instance} has duplicated entries; list each once."
     if error.validator == "minProperties":
         return f"config key '{key}': is empty; name at least one entry."
-    if error.validator == "oneOf":
+    if error.validator in ("oneOf", "anyOf"):
         return f"config key '{key}': {error.instance!r} is not valid: {error.schema.get('description', '').strip()}"
     if error.validator == "const" and "description" in error.schema:
         return f"config key '{key}': {error.schema['description'].strip()}"
@@ -220,6 +217,12 @@ def resolve_template(template: str) -> str:
             f"it has {found}. Write literal braces as {{{{ and }}}}."
         )
     return literal
+
+
+def template_parts(template: str) -> tuple[str, str]:
+    """(what a literal template puts before the text, what it puts after it)."""
+    before, after = template.format(text="\x00").split("\x00")
+    return before, after
 
 
 def resolve_layers(requested: Any, n_layers: int, model: str) -> list[int]:

@@ -7,6 +7,10 @@ gathered, on the device, before anything is copied to the host, and the forward 
 after the deepest requested layer, unless the model's answer is read too (`answer_tokens`):
 then it runs to the LM head, which a pre-hook feeds the last prompt position only.
 
+Positions (positions.py): fixed ones count from the end of the prompt; `text_last` is the last
+token of the text the template's {text} became and `text_mean` the mean over the text's tokens,
+the span found from the fast tokenizer's character offsets (text_spans).
+
 Sites (shards.SITES): `residual` is the residual stream above; `attn_out` at layer i >= 1 is what block
 i's self-attention sub-block adds to the residual stream and `mlp_out` what its MLP sub-block adds,
 so that residual[i] = residual[i - 1] + attn_out[i] + mlp_out[i] (site_module gives the module per
@@ -29,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import ExtractionError
+from .positions import TEXT_MEAN, Position, furthest, is_pooled
 from .shards import FORMAT_VERSION, RESIDUAL, ShardWriter, read_pairs
 
 log = logging.getLogger(__name__)
@@ -54,10 +59,13 @@ class SharedPrefix:
     keyword: str
 
 
-def shared_prefix_length(token_lists: Sequence[Sequence[int]], keep: int) -> int:
-    """How many leading tokens all prompts share, leaving at least `keep` tokens of each after them."""
+def shared_prefix_length(token_lists: Sequence[Sequence[int]], keep: int, limit: int | None = None) -> int:
+    """How many leading tokens all prompts share, leaving at least `keep` tokens of each after them
+    (and at most `limit`)."""
     first = token_lists[0]
     shared = min(len(tokens) for tokens in token_lists) - keep
+    if limit is not None:
+        shared = min(shared, limit)
     for tokens in token_lists[1:]:
         shared = next((i for i in range(max(shared, 0)) if tokens[i] != first[i]), shared)
         if shared <= 0:
@@ -65,14 +73,15 @@ def shared_prefix_length(token_lists: Sequence[Sequence[int]], keep: int) -> int
     return max(shared, 0)
 
 
-def run_shared_prefix(model, token_lists: Sequence[Sequence[int]], keep: int) -> SharedPrefix | None:
-    """The prompts' shared prefix, run once (None for an encoder, whose tokens attend to later
-    ones too, a model whose forward() takes no cache, or a prefix shorter than MIN_SHARED_PREFIX):
-    what follows the prefix in a causal LM changes nothing in it, so its keys and values are the
-    same for every text."""
+def run_shared_prefix(model, token_lists: Sequence[Sequence[int]], keep: int,
+                      limit: int | None = None) -> SharedPrefix | None:
+    """The prompts' shared prefix, of at most `limit` tokens, run once (None for an encoder, whose
+    tokens attend to later ones too, a model whose forward() takes no cache, or a prefix shorter
+    than MIN_SHARED_PREFIX): what follows the prefix in a causal LM changes nothing in it, so its
+    keys and values are the same for every text."""
     from .models import is_decoder_lm
 
-    length = shared_prefix_length(token_lists, keep)
+    length = shared_prefix_length(token_lists, keep, limit)
     keyword = next((name for name in ("cache", "past_key_values") if _accepts(model, name)), None)
     if length < MIN_SHARED_PREFIX or not is_decoder_lm(model.config) or keyword is None:
         return None
@@ -132,6 +141,22 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
     )
 
 
+def text_spans(offsets: Sequence[Sequence[tuple[int, int]]], text_chars: Sequence[tuple[int, int]],
+               ids: Sequence[str]) -> np.ndarray:
+    """[N, 2] (first, end) token index of each prompt's text, end exclusive: from the first to the
+    last token holding any of the text's characters (`text_chars`, [start, end) in the prompt),
+    by the tokenizer's character `offsets` per token; tokens of no characters (BOS, EOS) hold none."""
+    spans = np.empty((len(offsets), 2), dtype=np.int64)
+    for row, (token_offsets, (start, end)) in enumerate(zip(offsets, text_chars)):
+        inside = [k for k, (first, last) in enumerate(token_offsets) if first < end and last > start and last > first]
+        if not inside:
+            raise ExtractionError(f"text {ids[row]} tokenises to nothing (characters {start}..{end} of its prompt "
+                                  "fall in no token), so text_last and text_mean have no token to read. Remove "
+                                  "the text, or drop the pooled positions.")
+        spans[row] = inside[0], inside[-1] + 1
+    return spans
+
+
 def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
     """[B, P] indices of the tokens at `positions` (-1 = last real token) of each row.
 
@@ -142,6 +167,27 @@ def token_positions(attention_mask: torch.Tensor, positions: Sequence[int]) -> t
     last_real = seq_len - 1 - attention_mask.flip(1).int().argmax(dim=1)
     offsets = torch.tensor([-p - 1 for p in positions], device=attention_mask.device)
     return last_real[:, None] - offsets[None, :]
+
+
+def gather_plan(attention_mask: torch.Tensor, positions: Sequence[Position],
+                spans: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """([B, P] index of the token read at each position, [B, T] bool mask of the text's tokens or
+    None without text_mean), for a batch whose rows hold their texts at `spans` ([B, 2] (first, end)
+    in each row's unpadded tokens; needed for the pooled positions). text_mean's column of the
+    index holds the text's last token: HookedRun replaces what it reads there by the mean."""
+    index = token_positions(attention_mask, [-1 if is_pooled(p) else p for p in positions])
+    if not any(is_pooled(p) for p in positions):
+        return index, None
+    first_real = attention_mask.int().argmax(dim=1)  # 0 with right padding
+    spans = spans.to(attention_mask.device)
+    start, end = first_real + spans[:, 0], first_real + spans[:, 1]
+    for column, position in enumerate(positions):
+        if is_pooled(position):
+            index[:, column] = end - 1
+    if TEXT_MEAN not in positions:
+        return index, None
+    tokens = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return index, (tokens >= start[:, None]) & (tokens < end[:, None])
 
 
 class HookedRun(threading.local):
@@ -164,6 +210,8 @@ class HookedRun(threading.local):
                         for layer, site in self.wanted if layer > 0}
         self.answer_head, self.answer_tokens = answer_head, answer_tokens
         self.gather_index: torch.Tensor | None = None  # [B, P] the positions read
+        self.text_tokens: torch.Tensor | None = None   # [B, T] the text's tokens, for text_mean
+        self.mean_column: int | None = None            # text_mean's column of the gathered positions
         self.last_index: torch.Tensor | None = None    # [B] the last prompt token, where the answer is read
         self.captured: dict = {}
 
@@ -173,7 +221,11 @@ class HookedRun(threading.local):
 
     def _keep(self, key: tuple[int, str], hidden: torch.Tensor) -> None:
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
-        self.captured[key] = hidden[rows, self.gather_index].float().cpu()
+        values = hidden[rows, self.gather_index].float()
+        if self.text_tokens is not None:  # the sum over the text's tokens (in the model's dtype), / their count
+            summed = torch.bmm(self.text_tokens[:, None].to(hidden.dtype), hidden)[:, 0].float()
+            values[:, self.mean_column] = summed / self.text_tokens.sum(dim=1, keepdim=True)
+        self.captured[key] = values.cpu()
         if len(self.captured) == len(self.wanted) and not self.answering:
             raise _StopForward
 
@@ -212,9 +264,18 @@ class HookedRun(threading.local):
 
 
 def tokenize(tokenizer, prompts: Sequence[str], ids: Sequence[str], min_tokens: int,
-             max_tokens: int | None = None) -> list[list[int]]:
-    """Tokenise every prompt once; stop naming texts shorter than `min_tokens` or too long."""
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+             max_tokens: int | None = None,
+             text_chars: Sequence[tuple[int, int]] | None = None) -> tuple[list[list[int]], np.ndarray | None]:
+    """Tokenise every prompt once; stop naming texts shorter than `min_tokens` or too long.
+    Returns the token ids and, with `text_chars` (each text's characters in its prompt), the
+    text's token span per prompt (text_spans)."""
+    if text_chars is not None and not getattr(tokenizer, "is_fast", False):
+        raise ExtractionError(f"the pooled positions (text_last, text_mean) find the text's tokens from the "
+                              f"tokenizer's character offsets, which {type(tokenizer).__name__} (a slow tokenizer) "
+                              "does not give; use the model's fast tokenizer (tokenizer.json), or drop the pooled "
+                              "positions.")
+    encoding = tokenizer(list(prompts), add_special_tokens=True, return_offsets_mapping=text_chars is not None)
+    encoded = encoding["input_ids"]
     if max_tokens:
         long = [(ids[i], len(tokens)) for i, tokens in enumerate(encoded) if len(tokens) > max_tokens]
         if long:
@@ -229,7 +290,7 @@ def tokenize(tokenizer, prompts: Sequence[str], ids: Sequence[str], min_tokens: 
             f"({min_tokens}): {shown}. Drop positions beyond -{min(n for _, n in short)} or "
             "remove these texts."
         )
-    return encoded
+    return encoded, None if text_chars is None else text_spans(encoding["offset_mapping"], text_chars, ids)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int | None = None,
@@ -269,16 +330,19 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
-def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[int],
-                  accepted: frozenset[str], prefix: SharedPrefix | None = None) -> dict:
-    """One forward pass -> {layer: [B, P, H] float32 on CPU} (and "answers" when `run` reads
-    them); `accepted`: the optional forward() keywords the model takes, looked up once per run
-    rather than per batch. With `prefix`, input_ids (right-padded) are what follows it."""
+def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[Position],
+                  accepted: frozenset[str], prefix: SharedPrefix | None = None,
+                  spans: torch.Tensor | None = None) -> dict:
+    """One forward pass -> {(layer, site): [B, P, H] float32 on CPU} (and "answers" when `run`
+    reads them); `accepted`: the optional forward() keywords the model takes, looked up once per
+    run rather than per batch. With `prefix`, input_ids (right-padded) are what follows it.
+    `spans`: each row's text, as (first, end) in its unpadded input_ids (for pooled positions)."""
     # Padding is checked on the host mask, before the copy: no device sync per batch.
     unpadded, left_padded = bool(mask.all()), not bool(mask[:, 0].all())
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
-    run.gather_index = token_positions(mask, positions)
+    run.gather_index, run.text_tokens = gather_plan(mask, positions, spans)
+    run.mean_column = positions.index(TEXT_MEAN) if run.text_tokens is not None else None
     run.last_index = token_positions(mask, [-1])[:, 0]
     run.captured = {}
     # A batch without padding needs no mask: attention then takes its plain causal path.
@@ -348,13 +412,15 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers: Sequence[int],
-            positions: Sequence[int], batch_size: int,
+            positions: Sequence[Position], batch_size: int,
             sink: Callable[[np.ndarray, dict[int, torch.Tensor]], None],
             forward: Callable = forward_batch, progress: bool = True, batch_tokens: int | None = None,
-            streams: int = 1, answer_tokens: Sequence[int] | None = None, sites: Sequence[str] = (RESIDUAL,)) -> None:
+            streams: int = 1, answer_tokens: Sequence[int] | None = None, sites: Sequence[str] = (RESIDUAL,),
+            text_chars: Sequence[tuple[int, int]] | None = None) -> None:
     """Run the model over all prompts; hand each batch's rows and activations, {(layer, site):
     [B, P, H]}, to `sink` (with `answer_tokens`, also the logits of those token ids at the last
-    prompt position, see HookedRun).
+    prompt position, see HookedRun). The pooled positions need `text_chars`, each text's
+    characters [start, end) in its prompt.
 
     Batches are length-sorted, of at most `batch_size` texts and `batch_tokens` padded tokens.
     A decoder runs the tokens all prompts start with once (run_shared_prefix), and each batch
@@ -366,7 +432,12 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     thread at a time.
     """
     max_tokens = getattr(text_config(model.config), "max_position_embeddings", None)
-    token_lists = tokenize(tokenizer, prompts, ids, max(-p for p in positions), max_tokens)
+    pooled = any(is_pooled(p) for p in positions)
+    if pooled and text_chars is None:
+        raise ExtractionError("the pooled positions (text_last, text_mean) need each text's characters in its "
+                              "prompt (text_chars).")
+    token_lists, spans = tokenize(tokenizer, prompts, ids, furthest(positions), max_tokens,
+                                  text_chars if pooled else None)
     side = getattr(tokenizer, "padding_side", "right")
     pad_id = pad_token_id(tokenizer)
     run = HookedRun(transformer_blocks(model), layers, _answer_head(model, answer_tokens), answer_tokens, sites)
@@ -376,11 +447,15 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
         log.info("%s.forward takes no position_ids: padding batches on the right, not the tokenizer's left",
                  type(model).__name__)
         side = "right"
-    prefix = run_shared_prefix(model, token_lists, max(-p for p in positions))
+    # The prefix ends before any text's first token: the hooks must see every token of the text.
+    prefix = run_shared_prefix(model, token_lists, max(furthest(positions), 1),
+                               None if spans is None else int(spans[:, 0].min()))
     if prefix is not None:  # batches run what follows the prefix, padded on the right
         log.info("the prompts' first %d tokens are shared: run once, their keys and values serve every batch",
                  prefix.length)
         token_lists, side = [tokens[prefix.length:] for tokens in token_lists], "right"
+        if spans is not None:
+            spans = spans - prefix.length
     lengths = [len(t) for t in token_lists]
     queue = length_sorted_batches(lengths, batch_size, batch_tokens)
     lock = threading.Lock()
@@ -396,7 +471,8 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
                 rows = queue.pop(0)
             input_ids, mask = pad_batch([token_lists[i] for i in rows], pad_id, side)
             try:
-                captured = forward(model, run, input_ids, mask, positions, accepted, prefix)
+                captured = forward(model, run, input_ids, mask, positions, accepted, prefix,
+                                   None if spans is None else torch.as_tensor(spans[rows]))
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_out_of_memory(exc) or len(rows) == 1:
                     raise
@@ -447,12 +523,13 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
 
 
 def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[str],
-                      layers: Sequence[int], positions: Sequence[int], batch_size: int,
+                      layers: Sequence[int], positions: Sequence[Position], batch_size: int,
                       shard_path: Callable[[int, str], str], metadata: dict[str, str],
                       forward: Callable = forward_batch, progress: bool = True,
                       batch_tokens: int | None = None, streams: int = 1,
                       answer_tokens: Sequence[int] | None = None,
-                      sites: Sequence[str] = (RESIDUAL,)) -> tuple[np.ndarray, np.ndarray] | None:
+                      sites: Sequence[str] = (RESIDUAL,),
+                      text_chars: Sequence[tuple[int, int]] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Extract and stream every (layer, site) of read_pairs to its own shard, at
     shard_path(layer, site); shards appear only when complete.
     With `answer_tokens`, returns (their logits at the last prompt position [N, L] float32, the
@@ -490,7 +567,7 @@ def extract_to_shards(model, tokenizer, prompts: Sequence[str], ids: Sequence[st
 
     try:
         extract(model, tokenizer, prompts, ids, layers, positions, batch_size, sink, forward, progress, batch_tokens,
-                streams, answer_tokens, sites)
+                streams, answer_tokens, sites, text_chars)
         for writer in writers.values():
             writer.check_complete()
     except BaseException:

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from .errors import EmoprobeError
+from .positions import Position, position_label
 
 log = logging.getLogger("emoprobe")
 
@@ -76,6 +77,7 @@ def extract_activations(smk) -> None:
     import torch
 
     from . import answers, models
+    from .config import template_parts
     from .data.sources import sha256_of
     from .extract import extract_to_shards, keep_freed_memory_mapped
     from .shards import shard_file
@@ -111,11 +113,13 @@ def extract_activations(smk) -> None:
         tokens = answers.label_tokens(tokenizer, words, context)
         log.info("answers: logits of the label words' first tokens after %r %s at position -1", context,
                  {label: (words[label], token) for label, token in tokens.items()})
+    start = len(template_parts(p.template)[0])  # where each prompt's text begins
     read = extract_to_shards(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(),
                              p.layers, p.positions, plan["batch_size"],
                              lambda layer, site: str(out_dir / shard_file(layer, site)), metadata,
                              batch_tokens=plan["batch_tokens"], streams=plan["streams"],
-                             answer_tokens=list(tokens.values()) if tokens else None, sites=p.sites)
+                             answer_tokens=list(tokens.values()) if tokens else None, sites=p.sites,
+                             text_chars=[(start, start + len(text)) for text in table["text"]])
     if read is not None:
         answered = answers.answer_table(table["id"].to_list(), table["label_id"].to_numpy(), classes, *read,
                                         tokenizer, tokens)
@@ -175,16 +179,17 @@ def _job_folds(table: pl.DataFrame, split: dict, seed: int, labels=None):
     return assign_folds(table["text"].to_numpy(), split["cv_folds"], seed, labels=labels)
 
 
-def _keyed(scores: pl.DataFrame, model: str | None, dataset: str, layer: int | None, position: int | None,
+def _keyed(scores: pl.DataFrame, model: str | None, dataset: str, layer: int | None, position: Position | None,
            n_layers: int | None, n_classes: int | None, dtype: str | None, n_rows: int,
            site: str | None = None) -> pl.DataFrame:
     """Per-fold scores with the metrics table's keys: model, dataset, target, layer, site, position,
     ..., n_layers, n_classes, the shards' extraction dtype (model, layer, site, position, n_layers
-    and dtype null for the lexical baseline, which reads no model) and n_rows, the texts scored."""
+    and dtype null for the lexical baseline, which reads no model) and n_rows, the texts scored;
+    the position as positions.position_label writes it."""
     return scores.select(
         pl.lit(model, dtype=pl.String).alias("model"), pl.lit(dataset).alias("dataset"),
         pl.col("target"), pl.lit(layer, dtype=pl.Int64).alias("layer"), pl.lit(site, dtype=pl.String).alias("site"),
-        pl.lit(position, dtype=pl.Int64).alias("position"),
+        pl.lit(position_label(position), dtype=pl.String).alias("position"),
         "probe", "fold", "metric", "value", "pooled", "ci_low", "ci_high",
         pl.lit(n_layers, dtype=pl.Int64).alias("n_layers"),
         pl.lit(n_classes, dtype=pl.Int64).alias("n_classes"),
@@ -213,8 +218,8 @@ def _fit_each_position(smk, activations: dict, metadata: dict, n_classes: int | 
                                  position, int(metadata["n_layers"]), n_classes, metadata["dtype"], len(rows),
                                  smk.params.site))
             held_out = result.predictions.with_columns(row=pl.Series(rows)[result.predictions["row"]])
-            predictions.append(held_out.select(pl.lit(position, dtype=pl.Int64).alias("position"), pl.all()))
-            log.info("layer %s (%s) position %d: %s", smk.wildcards.layer, smk.params.site, position,
+            predictions.append(held_out.select(pl.lit(position_label(position)).alias("position"), pl.all()))
+            log.info("layer %s (%s) position %s: %s", smk.wildcards.layer, smk.params.site, position,
                      summarise(scores[-1]))
     _write(pl.concat(scores), smk.output.scores)
     _write(pl.concat(predictions), smk.output.predictions)
@@ -410,8 +415,9 @@ def aggregate_metrics(smk) -> None:
     metrics.write_csv(smk.output.csv)
     log.info("%d metric rows from %d probe files", metrics.height, len(smk.input.scores))
     if smk.input.comparisons:
-        comparisons = pl.concat([pl.read_parquet(path) for path in smk.input.comparisons]).filter(
-            pl.col("position").is_in(list(smk.params.positions)))
+        labels = [position_label(position) for position in smk.params.positions]
+        comparisons = pl.concat([pl.read_parquet(path).with_columns(pl.col("position").cast(pl.String))
+                                 for path in smk.input.comparisons]).filter(pl.col("position").is_in(labels))
     else:
         from .compare import COMPARISON_SCHEMA
 

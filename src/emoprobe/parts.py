@@ -18,8 +18,14 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from .errors import ConfigError
+from .positions import TEXT_LAST, TEXT_MEAN, Position, is_pooled, ordered
 from .shards import RESIDUAL, SITES, read_pairs
-POSITIONS_PATTERN = r"-\d+(?:to-\d+)?(?:\+-\d+(?:to-\d+)?)*"
+
+# Fixed positions as runs ('-5to-1', '-6+-2to-1'), then the pooled ones ('+text_last+text_mean'),
+# or the pooled ones alone ('text_mean').
+_FIXED_PATTERN = r"-\d+(?:to-\d+)?(?:\+-\d+(?:to-\d+)?)*"
+POSITIONS_PATTERN = (rf"(?:{_FIXED_PATTERN}(?:\+{TEXT_LAST})?(?:\+{TEXT_MEAN})?|{TEXT_LAST}(?:\+{TEXT_MEAN})?|"
+                     rf"{TEXT_MEAN})")
 SITES_PATTERN = "(?:" + "|".join(SITES) + ")(?:\\+(?:" + "|".join(SITES) + "))*"
 PART_PATTERN = (r"layers_\d+(?:to\d+)?(?:\+\d+(?:to\d+)?)*(?:\.sites_" + SITES_PATTERN + r")?\.positions_"
                 + POSITIONS_PATTERN)
@@ -28,7 +34,7 @@ PART_PATTERN = (r"layers_\d+(?:to\d+)?(?:\+\d+(?:to\d+)?)*(?:\.sites_" + SITES_P
 class Part(NamedTuple):
     layers: tuple[int, ...]
     sites: tuple[str, ...]
-    positions: tuple[int, ...]
+    positions: tuple[Position, ...]
 
 
 def _runs(values: Iterable[int]) -> str:
@@ -52,10 +58,17 @@ def _values(runs: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def part_name(layers: Iterable[int], positions: Iterable[int], sites: Iterable[str] = (RESIDUAL,)) -> str:
+def positions_name(positions: Iterable[Position]) -> str:
+    """Positions as a part name writes them: [-5, ..., -1, 'text_mean'] -> '-5to-1+text_mean'."""
+    positions = ordered(positions)
+    fixed = [p for p in positions if not is_pooled(p)]
+    return "+".join(([_runs(fixed)] if fixed else []) + [p for p in positions if is_pooled(p)])
+
+
+def part_name(layers: Iterable[int], positions: Iterable[Position], sites: Iterable[str] = (RESIDUAL,)) -> str:
     sites = set(sites)
     named = "" if sites == {RESIDUAL} else ".sites_" + "+".join(site for site in SITES if site in sites)
-    return f"layers_{_runs(layers)}{named}.positions_{_runs(positions)}"
+    return f"layers_{_runs(layers)}{named}.positions_{positions_name(positions)}"
 
 
 def part_positions(name: str) -> str:
@@ -63,9 +76,12 @@ def part_positions(name: str) -> str:
     return name.partition(".positions_")[2]
 
 
-def parse_positions(spec: str) -> tuple[int, ...]:
-    """Positions written as runs ('-5to-1', '-6+-2to-1'), ascending."""
-    return _values(spec)
+def parse_positions(spec: str) -> tuple[Position, ...]:
+    """Positions as positions_name writes them ('-5to-1', '-6+-2to-1+text_mean', 'text_last'), in
+    positions.ordered's order."""
+    pooled = tuple(name for name in spec.split("+") if is_pooled(name))
+    fixed = "+".join(name for name in spec.split("+") if not is_pooled(name))
+    return ordered((_values(fixed) if fixed else ()) + pooled)
 
 
 def parse_part(name: str) -> Part:
@@ -75,11 +91,11 @@ def parse_part(name: str) -> Part:
     layers, positions = name.removeprefix("layers_").split(".positions_")
     layers, _, sites = layers.partition(".sites_")
     return Part(_values(layers), tuple(site for site in SITES if site in (sites or RESIDUAL).split("+")),
-                _values(positions))
+                parse_positions(positions))
 
 
-def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterable[str],
-               n_layers: int, sites: Iterable[str] = (RESIDUAL,)) -> dict[tuple[int, str, int], str]:
+def plan_parts(layers: Iterable[int], positions: Iterable[Position], existing: Iterable[str],
+               n_layers: int, sites: Iterable[str] = (RESIDUAL,)) -> dict[tuple[int, str, Position], str]:
     """Map every requested (layer, site, position) to the part that holds it (no sub-block site
     at layer 0, see shards.read_pairs).
 
@@ -92,7 +108,7 @@ def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterab
     group whose sites include the residual stream's missing positions there).
     """
     wanted = {(layer, site, position) for layer, site in read_pairs(layers, sites) for position in positions}
-    owner: dict[tuple[int, str, int], str] = {}
+    owner: dict[tuple[int, str, Position], str] = {}
     for name in sorted(existing):
         try:
             part = parse_part(name)
@@ -105,12 +121,12 @@ def plan_parts(layers: Iterable[int], positions: Iterable[int], existing: Iterab
                 triples = wanted.intersection((layer, site, position) for position in part.positions)
                 if triples and not triples.intersection(owner):
                     owner.update(dict.fromkeys(triples, name))
-    missing: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    missing: dict[int, dict[str, set[Position]]] = defaultdict(lambda: defaultdict(set))
     for layer, site, position in wanted.difference(owner):
         missing[layer][site].add(position)
-    groups: dict[tuple[frozenset[str], frozenset[int]], list[int]] = defaultdict(list)
+    groups: dict[tuple[frozenset[str], frozenset[Position]], list[int]] = defaultdict(list)
     for layer, by_site in sorted(missing.items(), reverse=True):  # layer 0 last, to join a group
-        sites_missing: dict[frozenset[int], set[str]] = defaultdict(set)
+        sites_missing: dict[frozenset[Position], set[str]] = defaultdict(set)
         for site, held in by_site.items():
             sites_missing[frozenset(held)].add(site)
         for held, group_sites in sites_missing.items():

@@ -11,6 +11,7 @@ import polars as pl
 
 from .aggregate import majority_rate, scored, select, summarise
 from .answer_metrics import TOP1_METRIC, confusion
+from .positions import TEXT_MEAN, nearest_end, sort_order
 from .registry import ANSWER, control_name
 from .shards import RESIDUAL, SITES
 
@@ -117,7 +118,7 @@ def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str
     classification probe drawn."""
     of = _of(metrics, model, dataset)
     data = _scores(of, probe)
-    positions = sorted(data["position"].unique().to_list(), reverse=True)
+    positions = sort_order(data["position"].unique().to_list())
     base = alt.Chart(data).encode(color=alt.Color("position:N", title="position", sort=positions))
     layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(of))]
     legend = [f"line: mean over folds; {CI_BAND}"]
@@ -150,7 +151,7 @@ def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str
                "subtitle": [*legend, *([note] if note else [])]}, width=520, height=300)
 
 
-def probes_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, classifiers: Sequence[str],
+def probes_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: str, classifiers: Sequence[str],
                     note: str) -> alt.LayerChart:
     """Linear against non-linear: every classification probe's accuracy by layer at `position`
     (mean over folds, band = 95% bootstrap CI), with the lexical baseline."""
@@ -172,7 +173,7 @@ def selectivity_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: 
     """Selectivity (probe accuracy minus control-task accuracy, Hewitt & Liang 2019) by layer, one
     line per position (mean over folds), band = its paired 95% bootstrap CI; dashed: 0."""
     data = _scores(_of(metrics, model, dataset), control_name(probe, "selectivity"))
-    positions = sorted(data["position"].unique().to_list(), reverse=True)
+    positions = sort_order(data["position"].unique().to_list())
     base = alt.Chart(data).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"),
                                   color=alt.Color("position:N", title="position", sort=positions))
     band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
@@ -210,12 +211,13 @@ def answer_confusion(answers: pl.DataFrame, model: str, dataset: str, note: str)
 
 def layer_position_heatmap(metrics: pl.DataFrame, model: str, dataset: str, note: str,
                            probe: str = "logreg") -> alt.Chart:
-    return _heatmap(_scores(_of(metrics, model, dataset), probe), alt.Y("position:O", sort="descending"), "accuracy",
+    data = _scores(_of(metrics, model, dataset), probe)
+    return _heatmap(data, alt.Y("position:O", sort=sort_order(data["position"].to_list())), "accuracy",
                     {"text": f"{model} on {dataset}: {probe} accuracy, layer x position", "subtitle": note}, 160,
                     scheme="viridis")
 
 
-def r2_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str) -> alt.FacetChart:
+def r2_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: str, note: str) -> alt.FacetChart:
     """Held-out R2 of the ridge probe by layer at one position, one panel per target; the dashed
     line is the floor, R2 = 0 (predicting the training folds' mean), the dash-dot line and its
     band the lexical baseline with its CI (when computed)."""
@@ -238,19 +240,19 @@ def r2_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, 
                "subtitle": [legend, *([note] if note else [])]})
 
 
-def target_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str) -> alt.Chart:
+def target_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: str, note: str) -> alt.Chart:
     data = _scores(_of(metrics, model, dataset), "ridge", "r2").filter(pl.col("position") == position)
     return _heatmap(data, alt.Y("target:N", sort=None), "R\u00b2",
                     {"text": f"{model} on {dataset}: target x layer (R\u00b2, position {position})",
                      "subtitle": note}, max(80, 18 * data["target"].n_unique()), scheme="blueorange", domainMid=0)
 
 
-def _site_scores(metrics: pl.DataFrame, model: str, dataset: str, position: int, probe: str) -> pl.DataFrame:
+def _site_scores(metrics: pl.DataFrame, model: str, dataset: str, position: str, probe: str) -> pl.DataFrame:
     """One probe's accuracy at `position` at every site of a model x dataset (with low/high, see _scores)."""
     return _scores(_of(metrics, model, dataset).filter(pl.col("site").is_not_null()), probe).filter(position=position)
 
 
-def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str,
+def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: str, note: str,
                    probe: str = "logreg") -> alt.LayerChart:
     """Accuracy by layer at `position`, one line per site (residual stream, attention output, MLP
     output; mean over folds, band = 95% bootstrap CI), with the lexical baseline, majority and chance."""
@@ -269,7 +271,7 @@ def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: in
         width=520, height=300)
 
 
-def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: int, note: str,
+def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position: str, note: str,
                        probe: str = "logreg") -> alt.Chart:
     return _heatmap(_site_scores(metrics, model, dataset, position, probe), alt.Y("site:N", sort=list(SITES)),
                     "accuracy",
@@ -277,7 +279,7 @@ def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position
                      "subtitle": note}, 90, scheme="viridis")
 
 
-def relative_depth(metrics: pl.DataFrame, position: int, probe: str = "logreg") -> alt.FacetChart:
+def relative_depth(metrics: pl.DataFrame, position: str, probe: str = "logreg") -> alt.FacetChart:
     """All models on one chart: the score at `position` against layer / n_layers; one panel per
     dataset and score (`probe`'s accuracy, or ridge's R2 with one line per target), and per site
     where the metrics hold more than one."""
@@ -318,7 +320,8 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
     or the position nearest the end) where it has numeric targets, all of the residual stream;
-    with more sites, accuracy by layer per site and a site x layer heatmap (at that position); the
+    with more sites, accuracy by layer per site and a site x layer heatmap (at that position, and
+    again at text_mean where it was read: `<name>_text_mean`); the
     summary table (over every site), with the
     paired comparison with the lexical baseline from `vs_lexical` when given. The first of the
     classification probes `classifiers` is drawn with its controls; with more than one, a chart
@@ -326,7 +329,9 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     models' own answers (answers.py): a confusion matrix, a sentence and the counts per class.
     """
     out_dir = Path(out_dir)
-    position = max(metrics["position"].drop_nulls().unique().to_list())
+    held = metrics["position"].drop_nulls().unique().to_list()
+    position = nearest_end(held)
+    site_positions = [(position, "")] + ([(TEXT_MEAN, f"_{TEXT_MEAN}")] if TEXT_MEAN in held else [])
     summary = summarise(metrics, tolerance, vs_lexical, classifiers)
     probe = classifiers[0]
     sited, metrics = metrics, _residual(metrics)
@@ -345,8 +350,9 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
         if len(classifiers) > 1 and probe in probes:
             charts.append(("probes_by_layer", probes_by_layer(metrics, model, dataset, position, classifiers, note)))
         if probe in probes and _of(sited, model, dataset)["site"].drop_nulls().n_unique() > 1:
-            charts += [("sites_by_layer", sites_by_layer(sited, model, dataset, position, note, probe)),
-                       ("site_layer_heatmap", site_layer_heatmap(sited, model, dataset, position, note, probe))]
+            for at, suffix in site_positions:
+                charts += [(f"sites_by_layer{suffix}", sites_by_layer(sited, model, dataset, at, note, probe)),
+                           (f"site_layer_heatmap{suffix}", site_layer_heatmap(sited, model, dataset, at, note, probe))]
         if "ridge" in probes:
             charts += [("r2_by_layer", r2_by_layer(metrics, model, dataset, position, note)),
                        ("target_layer_heatmap", target_layer_heatmap(metrics, model, dataset, position, note))]

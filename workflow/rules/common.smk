@@ -332,7 +332,8 @@ def comparisons():
 CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap") + (
     ("selectivity_by_layer",) if config["probe"]["control_task"] else ()) + (
     ("probes_by_layer",) if len(CLASSIFIERS) > 1 else ()) + (
-    ("sites_by_layer", "site_layer_heatmap") if len(SITES) > 1 else ())
+    tuple(f"{figure}{suffix}" for suffix in ("", *(["_text_mean"] if "text_mean" in POSITIONS else []))
+          for figure in ("sites_by_layer", "site_layer_heatmap")) if len(SITES) > 1 else ())
 REGRESSION_FIGURES = ("r2_by_layer", "target_layer_heatmap")
 
 
