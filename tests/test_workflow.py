@@ -139,7 +139,7 @@ def test_report_files(finished_run):
                                                             & (pl.col("metric") == "accuracy"))
     cells = {(layer, position): mean for layer, position, mean in accuracy.select("layer", "position", "mean").rows()}
     top = max(cells.values())
-    best = min((layer, -position) for (layer, position), mean in cells.items() if mean == top)
+    best = min((layer, -int(position)) for (layer, position), mean in cells.items() if mean == top)
     row = summary.row(0, named=True)
     assert (row["best_layer"], row["best_position"]) == (best[0], -best[1])
     assert row["score"] == pytest.approx(top) and row["candidates"] == len(cells) == 4 * len(POSITIONS)
@@ -149,10 +149,10 @@ def test_report_files(finished_run):
     assert row["floor"] == pytest.approx(majority["mean"].max()) and row["floor"] < 0.12  # 13 balanced classes
     # The paired comparison at the best cell, and the layers beating the words there, from vs_lexical.
     vs = pl.read_parquet(finished_run["workdir"] / "results" / "metrics" / "vs_lexical.parquet")
-    at_best = vs.filter(layer=row["best_layer"], position=row["best_position"], probe="logreg").row(0, named=True)
+    at_best = vs.filter(layer=row["best_layer"], position=str(row["best_position"]), probe="logreg").row(0, named=True)
     assert row["best_minus_lexical"] == pytest.approx(at_best["difference"])
     assert (row["best_minus_lexical_ci_low"], row["best_minus_lexical_ci_high"]) == (at_best["ci_low"], at_best["ci_high"])
-    beating = vs.filter(position=row["best_position"], probe="logreg").filter(pl.col("ci_low") > 0)["layer"]
+    beating = vs.filter(position=str(row["best_position"]), probe="logreg").filter(pl.col("ci_low") > 0)["layer"]
     assert row["layers_beating_lexical"] == (", ".join(map(str, sorted(beating))) or "none")
     assert "Beats the words?" in index
     for chart in ("accuracy_by_layer",):

@@ -139,12 +139,12 @@ def test_lexical_ridge_is_compared_row_for_row(dataset_run):
             assert words.height == 10 and set(words["fold"]) == {0}
         for layer in LAYERS:
             probe = pl.read_parquet(next((results / "probes" / "tiny" / dataset / f"layer_{layer}").glob(
-                "*.ridge.predictions.parquet"))).filter(probe="ridge", target=target, position=-1).sort("row")
+                "*.ridge.predictions.parquet"))).filter(probe="ridge", target=target, position="-1").sort("row")
             assert probe.select("row", "fold").equals(words.select("row", "fold"))
             rows = probe["row"].to_numpy()
             expected = (r2_score(truth[rows], probe["predicted"].to_numpy())
                         - r2_score(truth[rows], words["predicted"].to_numpy()))
-            row = vs.filter(dataset=dataset, target=target, layer=layer, position=-1).row(0, named=True)
+            row = vs.filter(dataset=dataset, target=target, layer=layer, position="-1").row(0, named=True)
             assert row["difference"] == pytest.approx(expected, abs=1e-9)
 
 
@@ -185,7 +185,7 @@ def test_regression_report(dataset_run):
         cells = {(layer, position): mean for layer, position, mean
                  in of_target.filter(pl.col("probe") == "ridge").select("layer", "position", "mean").rows()}
         top = max(cells.values())
-        layer, minus_position = min((layer, -position) for (layer, position), mean in cells.items() if mean == top)
+        layer, minus_position = min((layer, -int(position)) for (layer, position), mean in cells.items() if mean == top)
         assert (row["best_layer"], row["best_position"], row["candidates"]) == (layer, -minus_position, len(cells))
         assert row["score"] == pytest.approx(top)
         assert row["floor"] == pytest.approx(of_target.filter(pl.col("probe") == "mean")["mean"].max())

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from .config import template_parts
+from .prompts import template_parts
 from .errors import ConfigError, DataError
 
 ANSWERS_FILE = "answers.parquet"  # in the folder of the extraction part that reads a model's answers

@@ -219,12 +219,6 @@ def resolve_template(template: str) -> str:
     return literal
 
 
-def template_parts(template: str) -> tuple[str, str]:
-    """(what a literal template puts before the text, what it puts after it)."""
-    before, after = template.format(text="\x00").split("\x00")
-    return before, after
-
-
 def resolve_layers(requested: Any, n_layers: int, model: str) -> list[int]:
     """Config `layers` -> sorted layer indices for a model with `n_layers` blocks."""
     if requested == "all":

@@ -77,9 +77,10 @@ def extract_activations(smk) -> None:
     import torch
 
     from . import answers, models
-    from .config import template_parts
+    from .prompts import template_parts
     from .data.sources import sha256_of
     from .extract import extract_to_shards, keep_freed_memory_mapped
+    from .positions import is_pooled
     from .shards import shard_file
 
     p = smk.params
@@ -113,13 +114,14 @@ def extract_activations(smk) -> None:
         tokens = answers.label_tokens(tokenizer, words, context)
         log.info("answers: logits of the label words' first tokens after %r %s at position -1", context,
                  {label: (words[label], token) for label, token in tokens.items()})
-    start = len(template_parts(p.template)[0])  # where each prompt's text begins
+    start = len(template_parts(p.template)[0])  # where each prompt's text begins (for the pooled positions)
+    text_chars = [(start, start + len(text)) for text in table["text"]] if any(map(is_pooled, p.positions)) else None
     read = extract_to_shards(model, tokenizer, table["prompt"].to_list(), table["id"].to_list(),
                              p.layers, p.positions, plan["batch_size"],
                              lambda layer, site: str(out_dir / shard_file(layer, site)), metadata,
                              batch_tokens=plan["batch_tokens"], streams=plan["streams"],
                              answer_tokens=list(tokens.values()) if tokens else None, sites=p.sites,
-                             text_chars=[(start, start + len(text)) for text in table["text"]])
+                             text_chars=text_chars)
     if read is not None:
         answered = answers.answer_table(table["id"].to_list(), table["label_id"].to_numpy(), classes, *read,
                                         tokenizer, tokens)

@@ -1,7 +1,8 @@
 """Extraction parts: which extraction job holds the shards of which (layer, site, position).
 
 A part is one extraction job's output folder, named after the layers, sites and positions it
-holds, e.g. `layers_0to30.positions_-5to-1` (the residual stream only: no sites in the name) or
+holds, e.g. `layers_0to30.positions_-5to-1` (the residual stream only: no sites in the name),
+`layers_0to30.positions_-5to-1+text_last+text_mean` (with the pooled positions) or
 `layers_0to30.sites_residual+attn_out+mlp_out.positions_-5to-1`; the sites other than the
 residual stream have no layer 0, so such a part holds only the residual stream there. A first run
 makes one part per model x dataset. A later run that adds layers, sites or positions plans new
