@@ -201,15 +201,17 @@ class HookedRun(threading.local):
     the same hooks at once (see `extract`'s `streams`).
     """
 
-    def __init__(self, blocks: torch.nn.ModuleList, layers: Sequence[int], answer_head: torch.nn.Module | None = None,
-                 answer_tokens: Sequence[int] | None = None, sites: Sequence[str] = (RESIDUAL,)):
-        self.blocks = blocks
+    def __init__(self, blocks: torch.nn.ModuleList, layers: Sequence[int], width: int,
+                 answer_head: torch.nn.Module | None = None, answer_tokens: Sequence[int] | None = None,
+                 sites: Sequence[str] = (RESIDUAL,)):
+        self.blocks, self.width = blocks, width  # width: the hidden size
         self.wanted = read_pairs(layers, sites)
         # the module whose output is each (layer >= 1, site): the block itself for the residual stream
         self.outputs = {(layer, site): blocks[layer - 1] if site == RESIDUAL else site_module(blocks[layer - 1], site)
                         for layer, site in self.wanted if layer > 0}
         self.answer_head, self.answer_tokens = answer_head, answer_tokens
         self.gather_index: torch.Tensor | None = None  # [B, P] the positions read
+        self.buffer: torch.Tensor | None = None        # [pairs, B, P, H] float32 on the host: what is read
         self.text_tokens: torch.Tensor | None = None   # [B, T] the text's tokens, for text_mean
         self.mean_column: int | None = None            # text_mean's column of the gathered positions
         self.last_index: torch.Tensor | None = None    # [B] the last prompt token, where the answer is read
@@ -225,7 +227,7 @@ class HookedRun(threading.local):
         if self.text_tokens is not None:  # the sum over the text's tokens (in the model's dtype), / their count
             summed = torch.bmm(self.text_tokens[:, None].to(hidden.dtype), hidden)[:, 0].float()
             values[:, self.mean_column] = summed / self.text_tokens.sum(dim=1, keepdim=True)
-        self.captured[key] = values.cpu()
+        self.captured[key] = self.buffer[len(self.captured)].copy_(values)
         if len(self.captured) == len(self.wanted) and not self.answering:
             raise _StopForward
 
@@ -342,6 +344,10 @@ def forward_batch(model, run: HookedRun, input_ids, mask, positions: Sequence[Po
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
     run.gather_index, run.text_tokens = gather_plan(mask, positions, spans)
+    # Everything the hooks read goes into one host buffer allocated before the pass: a small tensor
+    # per (layer, site) allocated between each layer's large transient ones would keep the heap
+    # from reusing their space, and the process would grow with the number of layers read.
+    run.buffer = torch.empty((len(run.wanted), len(input_ids), len(positions), run.width), dtype=torch.float32)
     run.mean_column = positions.index(TEXT_MEAN) if run.text_tokens is not None else None
     run.last_index = token_positions(mask, [-1])[:, 0]
     run.captured = {}
@@ -440,7 +446,8 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
                                   text_chars if pooled else None)
     side = getattr(tokenizer, "padding_side", "right")
     pad_id = pad_token_id(tokenizer)
-    run = HookedRun(transformer_blocks(model), layers, _answer_head(model, answer_tokens), answer_tokens, sites)
+    run = HookedRun(transformer_blocks(model), layers, text_config(model.config).hidden_size,
+                    _answer_head(model, answer_tokens), answer_tokens, sites)
     accepted = frozenset(name for name in ("position_ids", "use_cache") if _accepts(model, name))
     if side == "left" and "position_ids" not in accepted:
         # Positions would count the pads; token positions come from the mask, so right padding is exact.
