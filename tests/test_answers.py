@@ -240,7 +240,8 @@ def test_correct_only_with_an_encoder_stops_before_any_job(tiny_models, tmp_path
 
 def test_tak2025_preset_validates_and_plans_its_jobs(tmp_path):
     """config/tak2025.yaml over config/config.yaml: two-shot, correct-only, holdout, sklearn logreg
-    without scaling, position -1 of every layer; no lexical baseline (other rows)."""
+    without scaling, position -1 of every layer at the three sites (91 probe jobs: no sub-block site
+    at layer 0); no lexical baseline (other rows)."""
     import yaml
 
     from emoprobe.config import PROMPT_TEMPLATES, validate_config
@@ -253,13 +254,14 @@ def test_tak2025_preset_validates_and_plans_its_jobs(tmp_path):
     assert merged["probes"] == [{"name": "logreg", "kind": "logreg", "backend": "sklearn", "C": 1.0, "max_iter": 100,
                                  "standardise": False}]
     assert merged["prompt"]["template"] == "two_shot" and "My dog died last week" in PROMPT_TEMPLATES["two_shot"]
+    assert merged["sites"] == ["residual", "attn_out", "mlp_out"] and merged["positions"] == [-1]
     config = base | preset | {"datasets": {"crowd_envent": base["datasets"]["crowd_envent"]
                                            | preset["datasets"]["crowd_envent"]},
                               "data_dir": str(REPO.parent / "shared" / "data")}
     result = run_snakemake(tmp_path / "run", config, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert job_counts(result.stdout + result.stderr) == {
-        "prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1, "score_answers": 1, "fit_probe": 31,
+        "prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1, "score_answers": 1, "fit_probe": 91,
         "aggregate_metrics": 1, "build_report": 1, "all": 1}
 
 
