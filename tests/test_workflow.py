@@ -236,7 +236,7 @@ def test_damaged_part_is_found_when_the_dag_is_built(finished_run, tmp_path, dam
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"positions": [-1, 0]}, "position 0 is not allowed"),
+    ({"positions": [-1, 0]}, "0 is not valid: a position is a negative integer"),
     ({"positions": [-1, -1]}, "duplicated"),
     ({"models": {}}, "'models': is empty"),
     ({"seed": "x"}, "'seed': 'x' is not of type 'integer'"),
