@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/causal.smk"
 
 
 rule all:

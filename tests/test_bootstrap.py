@@ -280,3 +280,15 @@ def test_bad_arguments_are_refused():
         paired_difference_ci(y, pred, y, "accuracy", n_resamples=0)
     with pytest.raises(DataError, match="NaN"):
         bootstrap_ci(np.array([1.0, 2.0, np.nan]), np.array([1.0, 2.0, 3.0]), "r2")
+
+
+def test_mean_interval_is_the_percentiles_of_resampled_means():
+    """mean_ci against a plain loop: resample N of the N values with the same generator, take each
+    resample's mean, then numpy's percentiles."""
+    values = np.random.default_rng(4).normal(1.0, 2.0, 237)
+    point, low, high = bs.mean_ci(values, n_resamples=500, seed=9)
+    rng = np.random.default_rng(9)
+    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(500)]
+    assert point == pytest.approx(values.mean())
+    assert (low, high) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    assert low < values.mean() < high

@@ -88,6 +88,17 @@ def paired_difference_ci(y_true, pred_a, pred_b, metric: str, n_resamples: int =
     return _interval(point, values, level)
 
 
+def mean_ci(values, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+    """(mean, low, high): the mean of per-row `values` and its percentile bootstrap interval
+    (rows drawn with replacement, as the regression metrics')."""
+    values = np.asarray(values, dtype=np.float64)
+    _check_resamples(n_resamples)
+    _check_level(level)
+    means = np.concatenate([counts @ values / len(values)
+                            for counts in _row_count_blocks(len(values), n_resamples, seed)])
+    return _interval(values.mean(), means, level)
+
+
 def bootstrap_distribution(y_true, y_pred, metrics: Sequence[str], n_resamples: int = 1000,
                            seed: int = 0) -> dict[str, tuple[float, np.ndarray]]:
     """{metric: (value on all rows, values on the n_resamples resamples [B])}: what the intervals

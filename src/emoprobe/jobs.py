@@ -409,6 +409,75 @@ def compare_with_lexical(smk) -> None:
     _write(result.sort("target", "probe", "site", "position", "layer"), smk.output.comparison)
 
 
+def causal_ablation(smk) -> None:
+    """Ablation of every (centre layer, site, kind) on a seeded stratified sample of the texts
+    (interventions.ablation): one row per (layer, site, kind, metric) with its bootstrap CI."""
+    import torch
+
+    from . import models
+    from .data.sources import sha256_of
+    from .interventions.ablation import ablation_edits
+    from .interventions.effects import effects
+    from .interventions.plan import donor_rows, sample_texts
+    from .interventions.runner import EditRunner
+    from .shards import check_metadata, read_metadata, read_position
+
+    p, settings = smk.params, smk.params.settings
+    torch.set_num_threads(max(1, smk.threads))
+    table = pl.read_parquet(smk.input.table)
+    answered = pl.read_parquet(smk.input.answers)
+    tokens = json.loads(pl.read_parquet_metadata(smk.input.answers)["answer_token_ids"])  # in label-id order
+    rows = sample_texts(answered, settings["max_texts"], p.seed)
+    class_ids = np.sort(table["label_id"].unique().to_numpy())
+    labels = np.searchsorted(class_ids, table["label_id"].to_numpy()[rows])  # logit columns
+    means, donors = {}, {}
+    donor = donor_rows(rows, table.height, p.seed)
+    prepared = sha256_of(smk.input.table)
+    for layer, site, shard in p.shards:  # the sites' activations at position -1, over the whole dataset
+        metadata = read_metadata(shard)
+        check_metadata(shard, metadata, {"n_rows": str(table.height), "prepared_sha256": prepared,
+                                         "layer": str(layer), "site": site})
+        values = read_position(shard, json.loads(metadata["positions"]).index(-1))
+        means[layer, site] = torch.as_tensor(values.mean(axis=0, dtype=np.float64), dtype=torch.float32)
+        donors[layer, site] = torch.as_tensor(values[donor])
+    device = models.pick_device(p.device)
+    dtype = models.resolve_dtype(p.dtype, device.type)
+    tokenizer, model, resolved = models.load(p.model, device, dtype)
+    edits = ablation_edits(p.centres, settings["sites"], settings["kinds"], settings["span"], p.n_layers, means,
+                           donors)
+    log.info("ablation of %s on %s: %d texts (%d the model answered correctly) x %d edits and the clean run, on %s "
+             "in %s", resolved.model_id, smk.wildcards.dataset, len(rows), int(answered["correct"].to_numpy()[rows].sum()),
+             len(edits), device, dtype)
+    runner = EditRunner(model, tokenizer, list(tokens.values()), max_rows=settings["max_rows"])
+    token_lists = tokenizer(table["prompt"].to_list(), add_special_tokens=True)["input_ids"]
+    logits = runner.run([token_lists[row] for row in rows], [None] + [edit for *_, edit in edits])
+    clean = logits[:, 0]
+    agree = float((class_ids[clean.argmax(1)] == answered["answer_id"].to_numpy()[rows]).mean())
+    log.info("clean answers equal the extraction's for %.3f of the sampled texts; clean accuracy %.3f", agree,
+             float((clean.argmax(1) == labels).mean()))
+    out = []
+    for index, (centre, site, kind, edit) in enumerate(edits, start=1):
+        for metric, (value, low, high) in effects(clean, logits[:, index], labels, p.seed).items():
+            out.append({"experiment": "ablation", "layer": centre, "site": site, "kind": kind,
+                        "span": f"{edit.span[0]}-{edit.span[-1]}", "metric": metric, "value": value,
+                        "ci_low": low, "ci_high": high})
+    result = pl.DataFrame(out).select(
+        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"), pl.all(),
+        pl.lit(len(rows)).alias("n_texts"), pl.lit(float((clean.argmax(1) == labels).mean())).alias("clean_accuracy"),
+        pl.lit(int(p.n_layers)).alias("n_layers"))
+    worst = result.filter(metric="accuracy_change").sort("value").row(0, named=True)
+    log.info("largest accuracy drop: %s %s at layers %s: %.3f [%.3f, %.3f]", worst["site"], worst["kind"],
+             worst["span"], worst["value"], worst["ci_low"], worst["ci_high"])
+    _write(result, smk.output.table)
+
+
+def aggregate_causal(smk) -> None:
+    tables = pl.concat([pl.read_parquet(path) for path in smk.input.tables], how="vertical")
+    tables.write_parquet(smk.output.parquet)
+    tables.write_csv(smk.output.csv)
+    log.info("%d causal metric rows from %d tables", tables.height, len(smk.input.tables))
+
+
 def aggregate_metrics(smk) -> None:
     from .aggregate import aggregate
 
@@ -435,6 +504,7 @@ def build_report(smk) -> None:
     metrics = pl.read_parquet(smk.input.metrics)
     answers = {(model, dataset): (pl.read_parquet(table), pl.read_parquet(counts))
                for (model, dataset), table, counts in zip(smk.params.answered, smk.input.answers, smk.input.classes)}
+    causal = pl.read_parquet(smk.input.causal[0]) if smk.input.causal else None
     index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance,
-                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers, answers)
+                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers, answers, causal)
     log.info("report written to %s", index)

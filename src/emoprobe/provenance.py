@@ -31,6 +31,8 @@ STAGES = {
     "compare": "compare_with_lexical",
     "aggregate": "aggregate_metrics",
     "report": "build_report",
+    "causal": "causal_ablation",
+    "causal_aggregate": "aggregate_causal",
 }
 
 

@@ -11,6 +11,7 @@ import polars as pl
 
 from .aggregate import majority_rate, scored, select, summarise
 from .answer_metrics import TOP1_METRIC, confusion
+from .interventions.plan import ABLATION_KINDS
 from .positions import TEXT_MEAN, nearest_end, sort_order
 from .registry import ANSWER, control_name
 from .shards import RESIDUAL, SITES
@@ -279,6 +280,43 @@ def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position
                      "subtitle": note}, 90, scheme="viridis")
 
 
+def ablation_by_layer(causal: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
+    """Ablation's effect on the model's answer by centre layer: the change in accuracy (edited minus
+    clean, with its paired 95% bootstrap CI as a band), one line per site (colour) and kind (dash)."""
+    data = causal.filter(experiment="ablation", model=model, dataset=dataset, metric="accuracy_change")
+    sites = [site for site in SITES if site in set(data["site"])]
+    base = alt.Chart(data).encode(x=alt.X("layer:Q", title="centre layer of the ablated span"),
+                                  color=alt.Color("site:N", sort=sites),
+                                  strokeDash=alt.StrokeDash("kind:N", sort=list(ABLATION_KINDS)))
+    band = base.mark_area(opacity=0.1).encode(y="ci_low:Q", y2="ci_high:Q", detail="kind:N")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("value:Q", title="accuracy after ablation - clean accuracy"),
+        tooltip=["layer", "site", "kind", "span", alt.Tooltip("value:Q", format=".3f"),
+                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")])
+    zero = alt.Chart().mark_rule(color="gray").encode(y=alt.datum(0))
+    first = data.row(0, named=True)
+    return alt.layer(band, line, zero).properties(
+        title={"text": f"{model} on {dataset}: ablation at the last prompt position",
+               "subtitle": [f"{first['n_texts']} texts (clean accuracy {first['clean_accuracy']:.3f}); each point "
+                            "ablates the span of layers centred on it; band: paired 95% bootstrap CI",
+                            *([note] if note else [])]}, width=520, height=300)
+
+
+def _ablation_reading(causal: pl.DataFrame, model: str, dataset: str) -> str:
+    """One paragraph: where ablation hurts the answer most, with numbers."""
+    data = causal.filter(experiment="ablation", model=model, dataset=dataset, metric="accuracy_change").sort("value")
+    if data.is_empty():
+        return ""
+    worst = data.row(0, named=True)
+    by_site = data.group_by("site").agg(pl.col("value").min()).sort("value")
+    hurt = data.filter(pl.col("ci_high") < 0)
+    return (f"<p>Ablation (clean accuracy {worst['clean_accuracy']:.3f} on {worst['n_texts']} texts) hurts the answer "
+            f"most when the {worst['site']} of layers {worst['span']} is set to {worst['kind']}: accuracy changes by "
+            f"{worst['value']:+.3f} [{worst['ci_low']:+.3f}, {worst['ci_high']:+.3f}]. The largest drop per site: "
+            + ", ".join(f"{site} {value:+.3f}" for site, value in by_site.iter_rows())
+            + f". {hurt.height} of {data.height} ablations lower the accuracy with a paired 95% CI below 0.</p>")
+
+
 def relative_depth(metrics: pl.DataFrame, position: str, probe: str = "logreg") -> alt.FacetChart:
     """All models on one chart: the score at `position` against layer / n_layers; one panel per
     dataset and score (`probe`'s accuracy, or ridge's R2 with one line per target), and per site
@@ -315,7 +353,8 @@ def model_note(quantisation: str | None) -> str:
 def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, str | None],
                  tolerance: float, vs_lexical: pl.DataFrame | None = None,
                  twins: dict[str, list[str]] | None = None, classifiers: Sequence[str] = ("logreg",),
-                 answers: dict[tuple[str, str], tuple[pl.DataFrame, pl.DataFrame]] | None = None) -> Path:
+                 answers: dict[tuple[str, str], tuple[pl.DataFrame, pl.DataFrame]] | None = None,
+                 causal: pl.DataFrame | None = None) -> Path:
     """Write every figure and results/report/index.html; return the index path.
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
@@ -327,6 +366,8 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     classification probes `classifiers` is drawn with its controls; with more than one, a chart
     compares them. `answers`: {(model, dataset): (answers table, counts per class)} of the
     models' own answers (answers.py): a confusion matrix, a sentence and the counts per class.
+    `causal`: the causal experiments' table (jobs.causal_ablation): the ablation chart and a
+    paragraph reading it, per model x dataset it covers.
     """
     out_dir = Path(out_dir)
     held = metrics["position"].drop_nulls().unique().to_list()
@@ -359,12 +400,16 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
         answered, counts = (answers or {}).get((model, dataset), (None, None))
         if answered is not None:
             charts.append(("answer_confusion", answer_confusion(answered, model, dataset, note)))
+        ablated = causal is not None and not causal.filter(model=model, dataset=dataset, experiment="ablation").is_empty()
+        if ablated:
+            charts.append(("ablation_by_layer", ablation_by_layer(causal, model, dataset, note)))
         for name, chart in charts:
             save(chart, out_dir / model / dataset / name)
         sections.append(f"<h2>{html.escape(model)} on {html.escape(dataset)}</h2>"
                         + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
                         + _beats_the_words(summary.filter(model=model, dataset=dataset))
                         + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
+                        + (_ablation_reading(causal, model, dataset) if ablated else "")
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
     save(relative_depth(sited, position, probe), out_dir / "relative_depth")
     summary.write_csv(out_dir / "summary.csv")

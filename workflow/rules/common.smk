@@ -329,6 +329,77 @@ def comparisons():
             for model in MODELS for dataset in DATASETS if dataset not in CORRECT_ONLY] if config["lexical_baseline"] else []
 
 
+# Causal experiments (config `causal`, workflow/rules/causal.smk): decoder LMs whose answers are
+# read, on datasets with classes; each layer >= 1 of the config's `layers` is a centre.
+CAUSAL = config["causal"]
+CAUSAL_RUNS = ([(model, dataset) for model in DECODERS for dataset in CLASSIFIED if answered(model, dataset)]
+               if CAUSAL["experiments"] else [])
+CAUSAL_CENTRES = {model: [layer for layer in LAYERS[model] if layer >= 1] for model in MODELS}
+
+
+def causal_pairs(model):
+    """The (layer, site) pairs whose position -1 activations the mean and random kinds read."""
+    if not {"mean", "random"} & set(CAUSAL["kinds"]):
+        return []
+    from emoprobe.interventions.ablation import centred_span
+
+    layers = {layer for centre in CAUSAL_CENTRES[model] for layer in centred_span(centre, CAUSAL["span"], N_LAYERS[model])}
+    return [(layer, site) for layer in sorted(layers) for site in CAUSAL["sites"]]
+
+
+def check_causal():
+    """Stop before any job where the causal experiments cannot run as configured; say which
+    models and datasets they skip (encoders, datasets without classes)."""
+    if not CAUSAL["experiments"]:
+        return
+    if not config["answers"]:
+        raise WorkflowError("`causal.experiments` measure the model's own answer: set `answers: true`.")
+    skipped = sorted({model for model in MODELS if model not in DECODERS}) + sorted(set(DATASETS) - set(CLASSIFIED))
+    if skipped:
+        print(f"emoprobe: causal experiments do not apply to {', '.join(skipped)} (they need a decoder LM and a "
+              "dataset with classes); everything else runs.", file=sys.stderr)
+    if not {"mean", "random"} & set(CAUSAL["kinds"]):
+        return
+    fix = "or drop the mean and random kinds from `causal.kinds`"
+    if missing := [site for site in CAUSAL["sites"] if site not in SITES]:
+        raise WorkflowError(f"causal ablation's mean and random kinds read the sites {missing} from the extraction "
+                            f"shards: add them to `sites` ({fix}).")
+    if -1 not in POSITIONS:
+        raise WorkflowError(f"causal ablation's mean and random kinds read position -1 from the extraction shards: "
+                            f"add -1 to `positions` ({fix}).")
+    for model, _ in CAUSAL_RUNS:
+        if missing := sorted({layer for layer, _ in causal_pairs(model)} - set(LAYERS[model])):
+            raise WorkflowError(f"causal ablation of model '{model}' edits spans of {CAUSAL['span']} layers around "
+                                f"each of `layers`, and its mean and random kinds read layers {missing} from the "
+                                f"extraction shards, which `layers` leaves out: set `layers: all` ({fix}).")
+
+
+check_causal()
+
+
+def causal_shards(wildcards):
+    """[layer, site, shard file] of every pair causal_pairs reads, in the parts that hold position -1."""
+    plan = PARTS[wildcards.model, wildcards.dataset]
+    return [[layer, site, f"results/activations/{wildcards.model}/{wildcards.dataset}/{plan[layer, site, -1]}/"
+                          f"{shard_file(layer, site)}"] for layer, site in causal_pairs(wildcards.model)]
+
+
+def causal_parts(wildcards):
+    """The extraction parts (folders) holding causal_shards' files."""
+    return sorted({str(Path(path).parent) for _, _, path in causal_shards(wildcards)})
+
+
+def causal_figures(suffix):
+    """The report's causal charts of every model x dataset they ran on, as .png or .html."""
+    return [f"results/report/{model}/{dataset}/ablation_by_layer.{suffix}" for model, dataset in CAUSAL_RUNS
+            if "ablation" in CAUSAL["experiments"]]
+
+
+def causal_tables():
+    return [f"results/causal/{model}/{dataset}/{experiment}.parquet" for model, dataset in CAUSAL_RUNS
+            for experiment in CAUSAL["experiments"]]
+
+
 CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap") + (
     ("selectivity_by_layer",) if config["probe"]["control_task"] else ()) + (
     ("probes_by_layer",) if len(CLASSIFIERS) > 1 else ()) + (
@@ -366,4 +437,5 @@ def directions():
 
 def all_targets():
     return ["results/metrics/probe_metrics.parquet", "results/metrics/vs_lexical.parquet",
-            "results/report/index.html"] + directions()
+            "results/report/index.html"] + directions() + (
+        ["results/metrics/causal_metrics.parquet"] if CAUSAL_RUNS else [])

@@ -4,6 +4,7 @@ rule build_report:
         vs_lexical="results/metrics/vs_lexical.parquet",
         answers=answer_files(),
         classes=answer_files(".classes.parquet"),
+        causal=["results/metrics/causal_metrics.parquet"] if CAUSAL_RUNS else [],
     output:
         index="results/report/index.html",
         relative_depth=report(
@@ -26,7 +27,13 @@ rule build_report:
             caption="../report/answers.rst",
             category="Per model and dataset",
         ),
-        interactive=report_figures("html") + answer_figures("html") + ["results/report/relative_depth.html"],
+        causal_figures=report(
+            causal_figures("png"),
+            caption="../report/causal.rst",
+            category="Per model and dataset",
+        ),
+        interactive=report_figures("html") + answer_figures("html") + causal_figures("html")
+        + ["results/report/relative_depth.html"],
         summary="results/report/summary.csv",
     params:
         quantisation={model: config["models"][model]["quantisation"] for model in MODELS},
