@@ -31,6 +31,9 @@ rigour: setup
 tak2025: setup
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/tak2025.yaml
 
+causal: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/causal.yaml
+
 dry-run: setup
 	$(VENV)/bin/snakemake -n
 
