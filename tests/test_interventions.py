@@ -3,6 +3,9 @@ re-forward, ablation's edits and sample, and the effect metrics against brute fo
 
 from __future__ import annotations
 
+import re
+import shutil
+
 import numpy as np
 import polars as pl
 import pytest
@@ -17,7 +20,7 @@ from emoprobe.interventions.edits import Edit
 from emoprobe.interventions.effects import effects
 from emoprobe.interventions.runner import EditRunner
 
-from .conftest import SMOLLM2, require_smollm2
+from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, make_tiny_model, require_smollm2, run_snakemake
 
 DECODERS = ("llama", "qwen2", "gemma3", "gpt2")
 LABEL_TOKENS = [10, 11, 12, 13, 14]
@@ -149,3 +152,154 @@ def test_effects_against_brute_force():
         assert low <= value <= high and high > low
     same = effects(clean, clean, labels)
     assert same["accuracy_change"] == (0.0, 0.0, 0.0) and same["flip_rate"][0] == 0 and same["kl"][0] == pytest.approx(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The causal_ablation rule, end to end
+
+
+def _causal_config(model_dir, **changes) -> dict:
+    config = {
+        "data_dir": str(SHARED_DATA), "layers": "all", "positions": [-1],
+        "sites": ["residual", "attn_out", "mlp_out"], "probe": {"cv_folds": 2},
+        "causal": {"experiments": ["ablation"], "max_texts": 26},
+        "models": {"tiny": {"source": "local", "path": str(model_dir)}},
+        "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 4}},
+    }
+    return {**config, **changes}
+
+
+@pytest.fixture(scope="module")
+def ablation_run(tmp_path_factory):
+    crowd_envent_path()
+    root = tmp_path_factory.mktemp("ablation")
+    config = _causal_config(make_tiny_model(root / "tiny", "llama", "left"))
+    result = run_snakemake(root / "run", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"workdir": root / "run", "config": config, "output": result.stdout + result.stderr}
+
+
+def _table(workdir):
+    return pl.read_parquet(workdir / "results" / "causal" / "tiny" / "crowd_envent" / "ablation.parquet")
+
+
+def test_ablation_rule_writes_its_table_metrics_and_report(ablation_run):
+    counts = job_counts(ablation_run["output"])
+    assert counts["causal_ablation"] == 1 and counts["aggregate_causal"] == 1
+    table = _table(ablation_run["workdir"])
+    assert table.columns == ["model", "dataset", "experiment", "layer", "site", "kind", "span", "metric", "value",
+                             "ci_low", "ci_high", "n_texts", "clean_accuracy", "n_layers"]
+    assert table.height == 3 * 3 * 3 * 4  # centres 1-3 x sites x kinds x metrics
+    assert set(table["n_texts"]) == {26}
+    assert table.filter(layer=1)["span"].unique().to_list() == ["1-2"]  # clipped at the first block
+    assert table.filter(layer=2)["span"].unique().to_list() == ["1-3"]
+    assert ((table["ci_low"] <= table["value"]) & (table["value"] <= table["ci_high"])).all()
+    metrics = pl.read_parquet(ablation_run["workdir"] / "results" / "metrics" / "causal_metrics.parquet")
+    assert metrics.equals(table)
+    report = ablation_run["workdir"] / "results" / "report"
+    assert (report / "tiny" / "crowd_envent" / "ablation_by_layer.png").stat().st_size > 5000
+    assert "Ablation (clean accuracy" in (report / "index.html").read_text()
+    assert run_snakemake(ablation_run["workdir"], ablation_run["config"], "-n").stdout.count("causal_ablation") == 0
+
+
+def _ablated_logits(model, tokenizer, prompts, label_tokens, outputs: dict) -> np.ndarray:
+    """Unbatched forward passes with the output of block i (0-based) at the last position set to
+    outputs[i], by hand-written hooks: the label words' logits [N, L]."""
+    def setter(value):
+        def hook(module, args, output):
+            (output if torch.is_tensor(output) else output[0])[0, -1] = torch.as_tensor(value)
+        return hook
+
+    handles = [model.model.layers[block].register_forward_hook(setter(value)) for block, value in outputs.items()]
+    try:
+        with torch.inference_mode():
+            return np.stack([model(torch.tensor([tokenizer(prompt)["input_ids"]])).logits[0, -1, label_tokens].numpy()
+                             for prompt in prompts])
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_mean_ablation_uses_the_shards_mean(ablation_run, tmp_path):
+    """A row of the table recomputed by hand from the shards' own means (read here with
+    safetensors) and unbatched forward passes; then a shard changed on disk changes exactly the
+    mean rows whose span reads it, and no zero row."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from emoprobe.interventions.plan import sample_texts
+    from emoprobe.shards import read_metadata
+
+    workdir = tmp_path / "run"
+    shutil.copytree(ablation_run["workdir"], workdir, symlinks=True)
+    table = _table(workdir)
+    prepared = pl.read_parquet(workdir / "results" / "data" / "crowd_envent.parquet")
+    answers_file = workdir / "results" / "answers" / "tiny" / "crowd_envent.parquet"
+    label_tokens = list(json.loads(pl.read_parquet_metadata(answers_file)["answer_token_ids"]).values())
+    rows = sample_texts(pl.read_parquet(answers_file), 26, 0)
+    prompts, labels = prepared["prompt"].to_numpy()[rows], prepared["label_id"].to_numpy()[rows]  # 13 classes: ids = columns
+    (part,) = (workdir / "results" / "activations" / "tiny" / "crowd_envent").iterdir()
+    means = {layer: load_file(part / f"layer_{layer}.safetensors")["activations"][:, 0].mean(axis=0)
+             for layer in (2, 3)}
+    tokenizer, model, _ = models.load({"source": "local", "path": ablation_run["config"]["models"]["tiny"]["path"]},
+                                      torch.device("cpu"))
+    clean = _ablated_logits(model, tokenizer, prompts, label_tokens, {})
+    ablated = _ablated_logits(model, tokenizer, prompts, label_tokens, {1: means[2], 2: means[3]})
+    row = table.filter(layer=3, site="residual", kind="mean", metric="logprob_change")
+    assert row["span"][0] == "2-3"
+    picked = np.arange(len(rows)), labels
+    expected = np.mean(log_softmax(ablated, 1)[picked] - log_softmax(clean, 1)[picked])
+    assert abs(expected) > 1e-3 and row["value"][0] == pytest.approx(expected, abs=1e-5)
+    # the shard changed: the mean and random rows reading layer 3's residual stream move, the zero rows do not
+    shard = part / "layer_3.safetensors"
+    metadata = read_metadata(shard)
+    save_file({"activations": load_file(shard)["activations"] * 3.0}, str(shard), metadata=metadata)
+    result = run_snakemake(workdir, ablation_run["config"], "--forcerun", "causal_ablation")
+    assert result.returncode == 0, result.stderr[-3000:]
+    joined = table.join(_table(workdir), on=["layer", "site", "kind", "metric"], suffix="_new")
+    moved = joined.filter((pl.col("value") - pl.col("value_new")).abs() > 1e-9, metric="logprob_change")
+    assert set(moved.select("layer", "site", "kind").iter_rows()) == {
+        (centre, "residual", kind) for centre in (2, 3) for kind in ("mean", "random")}  # spans 1-3 and 2-3
+    assert joined.filter(kind="zero").select((pl.col("value") == pl.col("value_new")).all()).item()
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"sites": ["residual"]}, r"reads the sites \['attn_out', 'mlp_out'\] .*add them to `sites`"),
+    ({"positions": [-2]}, r"add -1 to `positions`"),
+    ({"layers": [0, 2]}, r"reads layers \[1, 3\] .*set `layers: all`"),
+    ({"answers": False}, r"set `answers: true`"),
+])
+def test_causal_settings_that_cannot_run_stop_before_any_job(tiny_models, tmp_path, changes, message):
+    result = run_snakemake(tmp_path, _causal_config(tiny_models["llama"]["left"], **changes), "-n")
+    assert result.returncode != 0 and re.search(message, result.stdout + result.stderr), result.stderr[-2000:]
+
+
+def test_an_encoder_gets_no_causal_job(tiny_models, tmp_path):
+    config = _causal_config(tiny_models["llama"]["left"])
+    config["models"]["encoder"] = {"source": "local", "path": str(tiny_models["bert"]["right"])}
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "causal experiments do not apply to encoder" in result.stderr
+    assert job_counts(result.stdout + result.stderr)["causal_ablation"] == 1
+
+
+@pytest.mark.slow
+def test_smollm2_ablation_end_to_end(tmp_path):
+    """The real SmolLM2 on a crowd-enVENT slice: the zero ablation of every site at four centre
+    layers; its table, the aggregate, the report's chart; the clean run answers as the extraction did."""
+    require_smollm2()
+    config = _causal_config(None, layers=[1, 2, 15, 30], sites=["residual"],
+                            causal={"experiments": ["ablation"], "kinds": ["zero"], "max_texts": 26})
+    config["models"] = {"smollm2": SMOLLM2}
+    config["datasets"]["crowd_envent"]["max_per_class"] = 2
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert (counts["causal_ablation"], counts["fit_probe"], counts["extract_activations"]) == (1, 4, 1)
+    table = pl.read_parquet(tmp_path / "results" / "causal" / "smollm2" / "crowd_envent" / "ablation.parquet")
+    assert table.height == 4 * 3 * 1 * 4 and set(table["span"]) == {"1-2", "1-3", "14-16", "29-30"}
+    log = (tmp_path / "results" / "logs" / "causal_ablation" / "smollm2" / "crowd_envent.log").read_text()
+    assert "clean answers equal the extraction's for 1.000" in log
+    assert table.filter(metric="kl")["value"].max() > 0.01  # zeroing whole sites moves the answer
+    assert (tmp_path / "results" / "report" / "smollm2" / "crowd_envent" / "ablation_by_layer.png").is_file()
