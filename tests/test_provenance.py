@@ -18,11 +18,14 @@ def stages_importing(module: str) -> set[str]:
 @pytest.mark.parametrize(("module", "stages"), [
     # parse_positions (parts.py) and sha256_of (data/sources.py) shape every job reading shards
     ("parts.py", {"probe", "ridge", "directions"}),
-    ("data/sources.py", {"prepare", "extract", "probe", "ridge", "directions", "lexical", "compare", "answer_scores"}),
+    ("data/sources.py", {"prepare", "extract", "probe", "ridge", "directions", "lexical", "compare", "answer_scores",
+                         "causal"}),
     ("folds.py", {"probe", "ridge", "directions", "lexical"}),  # every probe's folds, the baseline's too
-    ("shards.py", {"extract", "probe", "ridge", "directions", "answer_scores", "report"}),  # report: the sites
-    ("extract.py", {"extract"}),
-    ("models.py", {"extract"}),
+    ("shards.py", {"extract", "probe", "ridge", "directions", "answer_scores", "report", "causal"}),  # report: the sites
+    ("extract.py", {"extract", "causal"}),  # the causal edits hook the sites extraction reads
+    ("models.py", {"extract", "causal"}),
+    ("interventions/runner.py", {"causal"}),
+    ("interventions/plan.py", {"causal", "report"}),  # report: the ablation kinds' order
     ("probes.py", {"probe", "directions"}),  # the classification probes never rerun ridge or the baseline
     ("mlp.py", {"probe", "directions"}),
     ("controls.py", {"probe"}),
@@ -36,7 +39,7 @@ def stages_importing(module: str) -> set[str]:
     ("subset.py", {"probe", "ridge", "directions", "answer_scores"}),  # never the preparation of a dataset
     ("aggregate.py", {"aggregate", "report"}),
     ("report.py", {"report"}),
-    ("errors.py", STAGES - {"answers"}),  # collect_answers only copies a file
+    ("errors.py", STAGES - {"answers", "causal_aggregate"}),  # these two only copy and concatenate files
 ])
 def test_each_module_reaches_the_stages_that_import_it(module, stages):
     assert stages_importing(module) == stages

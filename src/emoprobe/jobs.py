@@ -448,7 +448,7 @@ def causal_ablation(smk) -> None:
     log.info("ablation of %s on %s: %d texts (%d the model answered correctly) x %d edits and the clean run, on %s "
              "in %s", resolved.model_id, smk.wildcards.dataset, len(rows), int(answered["correct"].to_numpy()[rows].sum()),
              len(edits), device, dtype)
-    runner = EditRunner(model, tokenizer, list(tokens.values()), max_rows=settings["max_rows"])
+    runner = EditRunner(model, tokenizer, list(tokens.values()), max_rows=smk.config["causal"]["max_rows"])
     token_lists = tokenizer(table["prompt"].to_list(), add_special_tokens=True)["input_ids"]
     logits = runner.run([token_lists[row] for row in rows], [None] + [edit for *_, edit in edits])
     clean = logits[:, 0]

@@ -14,7 +14,8 @@ rule causal_ablation:
         n_layers=lambda wc: N_LAYERS[wc.model],
         centres=lambda wc: CAUSAL_CENTRES[wc.model],
         shards=causal_shards,  # [layer, site, shard file] read for the mean and random kinds
-        settings={key: config["causal"][key] for key in ("max_texts", "span", "sites", "kinds", "max_rows")},
+        # max_rows is no param: it changes results only by float rounding, so no reruns
+        settings={key: config["causal"][key] for key in ("max_texts", "span", "sites", "kinds")},
         seed=config["seed"],
         device=config["extraction"]["device"],
         dtype=extraction_dtype(),
