@@ -303,3 +303,79 @@ def test_smollm2_ablation_end_to_end(tmp_path):
     assert "clean answers equal the extraction's for 1.000" in log
     assert table.filter(metric="kl")["value"].max() > 0.01  # zeroing whole sites moves the answer
     assert (tmp_path / "results" / "report" / "smollm2" / "crowd_envent" / "ablation_by_layer.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation patching
+
+
+def _clean_activations(model, tokenizer, prompts, layers, sites):
+    """{(layer, site): [N, H]} at the last prompt position, read by the extraction's own hooks."""
+    from emoprobe.extract import extract
+
+    out = {}
+
+    def sink(rows, captured):
+        for key, values in captured.items():
+            out.setdefault(key, np.zeros((len(prompts), values.shape[-1]), np.float32))[rows] = values[:, 0].numpy()
+
+    extract(model, tokenizer, prompts, [f"t{i}" for i in range(len(prompts))], layers, [-1], 4, sink,
+            progress=False, sites=sites)
+    return {key: torch.as_tensor(values) for key, values in out.items()}
+
+
+@pytest.mark.parametrize("family", DECODERS)
+def test_patching_a_text_with_its_own_activations_changes_nothing(tiny_models, crowd_envent_slice, family):
+    from emoprobe.interventions.patching import patch_edits
+
+    tokenizer, model, _ = _load(tiny_models[family]["left"])
+    prompts = crowd_envent_slice["prompt"].to_list()[:8]
+    n_layers = model.config.num_hidden_layers
+    sites = ("residual", "attn_out", "mlp_out")
+    own = _clean_activations(model, tokenizer, prompts, list(range(n_layers + 1)), sites)
+    edits = [edit for *_, edit in patch_edits(range(1, n_layers + 1), sites, 3, n_layers, own)]
+    logits = EditRunner(model, tokenizer, LABEL_TOKENS).run(tokenizer(prompts)["input_ids"], [None] + edits)
+    np.testing.assert_allclose(logits[:, 1:], np.repeat(logits[:, :1], len(edits), 1), atol=1e-5, rtol=0)
+
+
+def test_patching_the_last_residual_gives_the_source_logits(tiny_models, crowd_envent_slice):
+    """The last layer's residual stream at the last position is all the last position's logits
+    depend on: patched into the target, the target answers exactly as the source; the patching
+    metrics then read 1 (normalised logit difference) and the source's own flip rate."""
+    from emoprobe.interventions.effects import patching_effects
+    from emoprobe.interventions.patching import patch_edits
+    from emoprobe.interventions.plan import text_pairs
+
+    tokenizer, model, _ = _load(tiny_models["qwen2"]["right"])
+    prompts = crowd_envent_slice["prompt"].to_list()
+    labels = crowd_envent_slice["label_id"].to_numpy() % len(LABEL_TOKENS)
+    n_layers = model.config.num_hidden_layers
+    sources, targets = text_pairs(labels, 12, seed=1)
+    assert (labels[sources] != labels[targets]).all()
+    final = _clean_activations(model, tokenizer, prompts, [n_layers], ["residual"])[n_layers, "residual"]
+    ((_, _, edit),) = patch_edits([n_layers], ["residual"], 1, n_layers, {(n_layers, "residual"): final[sources]})
+    runner = EditRunner(model, tokenizer, LABEL_TOKENS)
+    token_lists = tokenizer(prompts)["input_ids"]
+    patched = runner.run([token_lists[t] for t in targets], [None, edit])
+    clean = runner.run(token_lists, [None])[:, 0]
+    np.testing.assert_allclose(patched[:, 1], clean[sources], atol=1e-5, rtol=0)
+    metrics = patching_effects(clean[targets], clean[sources], patched[:, 1], labels[sources], labels[targets])
+    assert metrics["normalised_logit_difference"][0] == pytest.approx(1.0)
+    assert metrics["flip_to_source"][0] == pytest.approx(np.mean(clean[sources].argmax(1) == labels[sources]))
+    unmoved = patching_effects(clean[targets], clean[sources], clean[targets], labels[sources], labels[targets])
+    assert unmoved["normalised_logit_difference"][0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ratio_interval_against_a_loop():
+    from emoprobe import bootstrap
+
+    rng = np.random.default_rng(2)
+    numerator, denominator = rng.normal(1, 1, 150), rng.normal(3, 1, 150)
+    point, low, high = bootstrap.ratio_ci(numerator, denominator, n_resamples=400, seed=5)
+    draws = np.random.default_rng(5)
+    ratios = []
+    for _ in range(400):
+        rows = draws.integers(0, 150, 150)
+        ratios.append(numerator[rows].sum() / denominator[rows].sum())
+    assert point == pytest.approx(numerator.sum() / denominator.sum())
+    assert (low, high) == pytest.approx(tuple(np.quantile(ratios, [0.025, 0.975])))

@@ -99,6 +99,17 @@ def mean_ci(values, n_resamples: int = 1000, seed: int = 0, level: float = 0.95)
     return _interval(values.mean(), means, level)
 
 
+def ratio_ci(numerator, denominator, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+    """(sum(numerator) / sum(denominator), low, high): a ratio of per-row sums (of means) and its
+    percentile bootstrap interval, rows drawn with replacement as in mean_ci."""
+    numerator, denominator = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    _check_resamples(n_resamples)
+    _check_level(level)
+    ratios = np.concatenate([(counts @ numerator) / (counts @ denominator)
+                             for counts in _row_count_blocks(len(numerator), n_resamples, seed)])
+    return _interval(numerator.sum() / denominator.sum(), ratios, level)
+
+
 def bootstrap_distribution(y_true, y_pred, metrics: Sequence[str], n_resamples: int = 1000,
                            seed: int = 0) -> dict[str, tuple[float, np.ndarray]]:
     """{metric: (value on all rows, values on the n_resamples resamples [B])}: what the intervals

@@ -10,6 +10,7 @@ from scipy.special import log_softmax
 from .. import bootstrap
 
 METRICS = ("accuracy_change", "logprob_change", "flip_rate", "kl")
+PATCHING_METRICS = ("flip_to_source", "normalised_logit_difference")
 
 
 def effects(clean: np.ndarray, edited: np.ndarray, labels: np.ndarray, seed: int = 0,
@@ -30,3 +31,23 @@ def effects(clean: np.ndarray, edited: np.ndarray, labels: np.ndarray, seed: int
     return {"accuracy_change": bootstrap.paired_difference_ci(labels, answer_edited, answer_clean, "accuracy",
                                                               n_resamples, seed),
             **{name: bootstrap.mean_ci(values, n_resamples, seed) for name, values in per_text.items()}}
+
+
+def patching_effects(target: np.ndarray, source: np.ndarray, patched: np.ndarray, source_labels: np.ndarray,
+                     target_labels: np.ndarray, seed: int = 0,
+                     n_resamples: int = 1000) -> dict[str, tuple[float, float, float]]:
+    """{metric: (value, 95% CI low, high)} over pairs, from the clean target's, the clean source's and
+    the patched target's logits [P, L] and the labels (column indices): flip_to_source, the share
+    of pairs whose patched answer is the source's label; normalised_logit_difference, how far the
+    gap g = logit[source label] - logit[target label] moved from the clean target's to the clean
+    source's: mean(g_patched - g_target) / mean(g_source - g_target) (a ratio of means, which a
+    pair whose clean gaps nearly agree cannot blow up), 0 = unmoved, 1 = the source's gap."""
+    pairs = np.arange(len(source_labels))
+
+    def gap(logits):
+        return logits[pairs, source_labels].astype(np.float64) - logits[pairs, target_labels]
+
+    flipped = (patched.argmax(1) == source_labels).astype(np.float64)
+    return {"flip_to_source": bootstrap.mean_ci(flipped, n_resamples, seed),
+            "normalised_logit_difference": bootstrap.ratio_ci(gap(patched) - gap(target), gap(source) - gap(target),
+                                                              n_resamples, seed)}

@@ -41,3 +41,15 @@ def sample_texts(answers: pl.DataFrame, max_texts: int, seed: int) -> np.ndarray
         wrong = of_label.filter(~pl.col("correct"))["index"].to_numpy()
         chosen.append(np.concatenate([rng.permutation(correct), rng.permutation(wrong)])[:take])
     return np.sort(np.concatenate(chosen))
+
+
+def text_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sources, targets): `n_pairs` seeded pairs of indices into `labels` whose labels differ
+    (targets drawn uniformly, each source uniformly among the texts of another label)."""
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("pairs of texts with different labels need at least two labels")
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, len(labels), n_pairs)
+    sources = np.array([rng.choice(np.flatnonzero(labels != labels[target])) for target in targets])
+    return sources, targets
