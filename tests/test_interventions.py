@@ -162,7 +162,7 @@ def _causal_config(model_dir, **changes) -> dict:
     config = {
         "data_dir": str(SHARED_DATA), "layers": "all", "positions": [-1],
         "sites": ["residual", "attn_out", "mlp_out"], "probe": {"cv_folds": 2},
-        "causal": {"experiments": ["ablation"], "max_texts": 26},
+        "causal": {"experiments": ["ablation", "patching"], "max_texts": 26, "patching": {"n_pairs": 20}},
         "models": {"tiny": {"source": "local", "path": str(model_dir)}},
         "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 4}},
     }
@@ -179,13 +179,13 @@ def ablation_run(tmp_path_factory):
     return {"workdir": root / "run", "config": config, "output": result.stdout + result.stderr}
 
 
-def _table(workdir):
-    return pl.read_parquet(workdir / "results" / "causal" / "tiny" / "crowd_envent" / "ablation.parquet")
+def _table(workdir, experiment="ablation"):
+    return pl.read_parquet(workdir / "results" / "causal" / "tiny" / "crowd_envent" / f"{experiment}.parquet")
 
 
 def test_ablation_rule_writes_its_table_metrics_and_report(ablation_run):
     counts = job_counts(ablation_run["output"])
-    assert counts["causal_ablation"] == 1 and counts["aggregate_causal"] == 1
+    assert counts["causal_experiment"] == 2 and counts["aggregate_causal"] == 1
     table = _table(ablation_run["workdir"])
     assert table.columns == ["model", "dataset", "experiment", "layer", "site", "kind", "span", "metric", "value",
                              "ci_low", "ci_high", "n_texts", "clean_accuracy", "n_layers"]
@@ -194,12 +194,18 @@ def test_ablation_rule_writes_its_table_metrics_and_report(ablation_run):
     assert table.filter(layer=1)["span"].unique().to_list() == ["1-2"]  # clipped at the first block
     assert table.filter(layer=2)["span"].unique().to_list() == ["1-3"]
     assert ((table["ci_low"] <= table["value"]) & (table["value"] <= table["ci_high"])).all()
+    patching = _table(ablation_run["workdir"], "patching")
+    assert patching.height == 3 * 3 * 2 and set(patching["n_texts"]) == {20}  # centres x sites x metrics
+    assert set(patching["metric"]) == {"flip_to_source", "normalised_logit_difference"}
+    assert patching.filter(layer=2)["span"].unique().to_list() == ["1-3"]  # span 5, clipped to 1..3
     metrics = pl.read_parquet(ablation_run["workdir"] / "results" / "metrics" / "causal_metrics.parquet")
-    assert metrics.equals(table)
+    assert metrics.equals(pl.concat([table, patching]))
     report = ablation_run["workdir"] / "results" / "report"
-    assert (report / "tiny" / "crowd_envent" / "ablation_by_layer.png").stat().st_size > 5000
-    assert "Ablation (clean accuracy" in (report / "index.html").read_text()
-    assert run_snakemake(ablation_run["workdir"], ablation_run["config"], "-n").stdout.count("causal_ablation") == 0
+    for chart in ("ablation_by_layer", "patching_by_layer"):
+        assert (report / "tiny" / "crowd_envent" / f"{chart}.png").stat().st_size > 5000
+    index = (report / "index.html").read_text()
+    assert "Ablation (clean accuracy" in index and "Activation patching (20 pairs)" in index
+    assert run_snakemake(ablation_run["workdir"], ablation_run["config"], "-n").stdout.count("causal_experiment") == 0
 
 
 def _ablated_logits(model, tokenizer, prompts, label_tokens, outputs: dict) -> np.ndarray:
@@ -255,7 +261,7 @@ def test_mean_ablation_uses_the_shards_mean(ablation_run, tmp_path):
     shard = part / "layer_3.safetensors"
     metadata = read_metadata(shard)
     save_file({"activations": load_file(shard)["activations"] * 3.0}, str(shard), metadata=metadata)
-    result = run_snakemake(workdir, ablation_run["config"], "--forcerun", "causal_ablation")
+    result = run_snakemake(workdir, ablation_run["config"], "--forcerun", "causal_experiment")
     assert result.returncode == 0, result.stderr[-3000:]
     joined = table.join(_table(workdir), on=["layer", "site", "kind", "metric"], suffix="_new")
     moved = joined.filter((pl.col("value") - pl.col("value_new")).abs() > 1e-9, metric="logprob_change")
@@ -265,10 +271,12 @@ def test_mean_ablation_uses_the_shards_mean(ablation_run, tmp_path):
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"sites": ["residual"]}, r"reads the sites \['attn_out', 'mlp_out'\] .*add them to `sites`"),
+    ({"sites": ["residual"]}, r"mean and random kinds read the sites \['attn_out', 'mlp_out'\] .*add them to `sites`"),
     ({"positions": [-2]}, r"add -1 to `positions`"),
-    ({"layers": [0, 2]}, r"reads layers \[1, 3\] .*set `layers: all`"),
+    ({"layers": [0, 2]}, r"read layers \[1, 3\] of model 'tiny'.*set `layers: all`"),
     ({"answers": False}, r"set `answers: true`"),
+    ({"causal": {"experiments": ["patching"]}, "sites": ["residual"]},
+     r"activation patching reads the sites \['attn_out', 'mlp_out'\] .*drop patching"),
 ])
 def test_causal_settings_that_cannot_run_stop_before_any_job(tiny_models, tmp_path, changes, message):
     result = run_snakemake(tmp_path, _causal_config(tiny_models["llama"]["left"], **changes), "-n")
@@ -281,7 +289,7 @@ def test_an_encoder_gets_no_causal_job(tiny_models, tmp_path):
     result = run_snakemake(tmp_path, config, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "causal experiments do not apply to encoder" in result.stderr
-    assert job_counts(result.stdout + result.stderr)["causal_ablation"] == 1
+    assert job_counts(result.stdout + result.stderr)["causal_experiment"] == 2
 
 
 @pytest.mark.slow
@@ -290,16 +298,16 @@ def test_smollm2_ablation_end_to_end(tmp_path):
     layers; its table, the aggregate, the report's chart; the clean run answers as the extraction did."""
     require_smollm2()
     config = _causal_config(None, layers=[1, 2, 15, 30], sites=["residual"],
-                            causal={"experiments": ["ablation"], "kinds": ["zero"], "max_texts": 26})
+                            causal={"experiments": ["ablation"], "ablation": {"kinds": ["zero"]}, "max_texts": 26})
     config["models"] = {"smollm2": SMOLLM2}
     config["datasets"]["crowd_envent"]["max_per_class"] = 2
     result = run_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout + result.stderr)
-    assert (counts["causal_ablation"], counts["fit_probe"], counts["extract_activations"]) == (1, 4, 1)
+    assert (counts["causal_experiment"], counts["fit_probe"], counts["extract_activations"]) == (1, 4, 1)
     table = pl.read_parquet(tmp_path / "results" / "causal" / "smollm2" / "crowd_envent" / "ablation.parquet")
     assert table.height == 4 * 3 * 1 * 4 and set(table["span"]) == {"1-2", "1-3", "14-16", "29-30"}
-    log = (tmp_path / "results" / "logs" / "causal_ablation" / "smollm2" / "crowd_envent.log").read_text()
+    log = (tmp_path / "results" / "logs" / "causal_experiment" / "smollm2" / "crowd_envent" / "ablation.log").read_text()
     assert "clean answers equal the extraction's for 1.000" in log
     assert table.filter(metric="kl")["value"].max() > 0.01  # zeroing whole sites moves the answer
     assert (tmp_path / "results" / "report" / "smollm2" / "crowd_envent" / "ablation_by_layer.png").is_file()

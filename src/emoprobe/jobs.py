@@ -409,66 +409,111 @@ def compare_with_lexical(smk) -> None:
     _write(result.sort("target", "probe", "site", "position", "layer"), smk.output.comparison)
 
 
-def causal_ablation(smk) -> None:
-    """Ablation of every (centre layer, site, kind) on a seeded stratified sample of the texts
-    (interventions.ablation): one row per (layer, site, kind, metric) with its bootstrap CI."""
+def _site_values(smk, table: pl.DataFrame):
+    """Yield (layer, site, [N, H]) of the job's shards (params.shards): each site's activations at
+    position -1 over the whole dataset, the shard checked to match the prepared table."""
+    from .data.sources import sha256_of
+    from .shards import check_metadata, read_metadata, read_position
+
+    prepared = sha256_of(smk.input.table)
+    for layer, site, shard in smk.params.shards:
+        metadata = read_metadata(shard)
+        check_metadata(shard, metadata, {"n_rows": str(table.height), "prepared_sha256": prepared,
+                                         "layer": str(layer), "site": site})
+        yield layer, site, read_position(shard, json.loads(metadata["positions"]).index(-1))
+
+
+def causal_experiment(smk) -> None:
+    """One causal experiment (wildcards.experiment: ablation or patching) of a model x dataset on a
+    seeded stratified sample of its texts (interventions): one row per (centre layer, site[, kind],
+    metric) with its bootstrap CI, results/causal/{model}/{dataset}/{experiment}.parquet."""
     import torch
 
     from . import models
-    from .data.sources import sha256_of
-    from .interventions.ablation import ablation_edits
-    from .interventions.effects import effects
-    from .interventions.plan import donor_rows, sample_texts
+    from .interventions.plan import sample_texts
     from .interventions.runner import EditRunner
-    from .shards import check_metadata, read_metadata, read_position
 
-    p, settings = smk.params, smk.params.settings
+    p = smk.params
     torch.set_num_threads(max(1, smk.threads))
     table = pl.read_parquet(smk.input.table)
     answered = pl.read_parquet(smk.input.answers)
     tokens = json.loads(pl.read_parquet_metadata(smk.input.answers)["answer_token_ids"])  # in label-id order
-    rows = sample_texts(answered, settings["max_texts"], p.seed)
+    rows = sample_texts(answered, smk.config["causal"]["max_texts"], p.seed)
     class_ids = np.sort(table["label_id"].unique().to_numpy())
-    labels = np.searchsorted(class_ids, table["label_id"].to_numpy()[rows])  # logit columns
-    means, donors = {}, {}
-    donor = donor_rows(rows, table.height, p.seed)
-    prepared = sha256_of(smk.input.table)
-    for layer, site, shard in p.shards:  # the sites' activations at position -1, over the whole dataset
-        metadata = read_metadata(shard)
-        check_metadata(shard, metadata, {"n_rows": str(table.height), "prepared_sha256": prepared,
-                                         "layer": str(layer), "site": site})
-        values = read_position(shard, json.loads(metadata["positions"]).index(-1))
-        means[layer, site] = torch.as_tensor(values.mean(axis=0, dtype=np.float64), dtype=torch.float32)
-        donors[layer, site] = torch.as_tensor(values[donor])
+    columns = np.searchsorted(class_ids, table["label_id"].to_numpy())  # each row's label as a logit column
     device = models.pick_device(p.device)
     dtype = models.resolve_dtype(p.dtype, device.type)
     tokenizer, model, resolved = models.load(p.model, device, dtype)
-    edits = ablation_edits(p.centres, settings["sites"], settings["kinds"], settings["span"], p.n_layers, means,
-                           donors)
-    log.info("ablation of %s on %s: %d texts (%d the model answered correctly) x %d edits and the clean run, on %s "
-             "in %s", resolved.model_id, smk.wildcards.dataset, len(rows), int(answered["correct"].to_numpy()[rows].sum()),
-             len(edits), device, dtype)
     runner = EditRunner(model, tokenizer, list(tokens.values()), max_rows=smk.config["causal"]["max_rows"])
     token_lists = tokenizer(table["prompt"].to_list(), add_special_tokens=True)["input_ids"]
-    logits = runner.run([token_lists[row] for row in rows], [None] + [edit for *_, edit in edits])
-    clean = logits[:, 0]
+    log.info("%s of %s on %s: %d texts (%d the model answered correctly), on %s in %s", smk.wildcards.experiment,
+             resolved.model_id, smk.wildcards.dataset, len(rows), int(answered["correct"].to_numpy()[rows].sum()),
+             device, dtype)
+    clean = runner.run([token_lists[row] for row in rows], [None])[:, 0]
     agree = float((class_ids[clean.argmax(1)] == answered["answer_id"].to_numpy()[rows]).mean())
-    log.info("clean answers equal the extraction's for %.3f of the sampled texts; clean accuracy %.3f", agree,
-             float((clean.argmax(1) == labels).mean()))
-    out = []
-    for index, (centre, site, kind, edit) in enumerate(edits, start=1):
-        for metric, (value, low, high) in effects(clean, logits[:, index], labels, p.seed).items():
-            out.append({"experiment": "ablation", "layer": centre, "site": site, "kind": kind,
-                        "span": f"{edit.span[0]}-{edit.span[-1]}", "metric": metric, "value": value,
-                        "ci_low": low, "ci_high": high})
+    accuracy = float((clean.argmax(1) == columns[rows]).mean())
+    log.info("clean answers equal the extraction's for %.3f of the sampled texts; clean accuracy %.3f", agree, accuracy)
+    experiment = {"ablation": _ablation, "patching": _patching}[smk.wildcards.experiment]
+    out, n_units = experiment(smk, table, rows, columns, token_lists, runner, clean)
     result = pl.DataFrame(out).select(
-        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"), pl.all(),
-        pl.lit(len(rows)).alias("n_texts"), pl.lit(float((clean.argmax(1) == labels).mean())).alias("clean_accuracy"),
-        pl.lit(int(p.n_layers)).alias("n_layers"))
-    worst = result.filter(metric="accuracy_change").sort("value").row(0, named=True)
+        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
+        pl.lit(smk.wildcards.experiment).alias("experiment"), pl.all(), pl.lit(n_units).alias("n_texts"),
+        pl.lit(accuracy).alias("clean_accuracy"), pl.lit(int(p.n_layers)).alias("n_layers"))
+    _write(result, smk.output.table)
+
+
+def _ablation(smk, table, rows, columns, token_lists, runner, clean) -> tuple[list[dict], int]:
+    """Ablation's rows (interventions.ablation) and the number of texts they are measured on."""
+    import torch
+
+    from .interventions.ablation import ablation_edits
+    from .interventions.effects import effects
+    from .interventions.plan import donor_rows
+
+    p, settings = smk.params, smk.params.settings
+    means, donors = {}, {}
+    donor = donor_rows(rows, table.height, p.seed)
+    for layer, site, values in _site_values(smk, table):
+        means[layer, site] = torch.as_tensor(values.mean(axis=0, dtype=np.float64), dtype=torch.float32)
+        donors[layer, site] = torch.as_tensor(values[donor])
+    edits = ablation_edits(p.centres, settings["sites"], settings["kinds"], settings["span"], p.n_layers, means,
+                           donors)
+    log.info("%d ablations", len(edits))
+    logits = runner.run([token_lists[row] for row in rows], [edit for *_, edit in edits])
+    out = [{"layer": centre, "site": site, "kind": kind, "span": f"{edit.span[0]}-{edit.span[-1]}", "metric": metric,
+            "value": value, "ci_low": low, "ci_high": high}
+           for index, (centre, site, kind, edit) in enumerate(edits)
+           for metric, (value, low, high) in effects(clean, logits[:, index], columns[rows], p.seed).items()]
+    worst = min((row for row in out if row["metric"] == "accuracy_change"), key=lambda row: row["value"])
     log.info("largest accuracy drop: %s %s at layers %s: %.3f [%.3f, %.3f]", worst["site"], worst["kind"],
              worst["span"], worst["value"], worst["ci_low"], worst["ci_high"])
-    _write(result, smk.output.table)
+    return out, len(rows)
+
+
+def _patching(smk, table, rows, columns, token_lists, runner, clean) -> tuple[list[dict], int]:
+    """Activation patching's rows (interventions.patching) and the number of pairs they are measured on."""
+    import torch
+
+    from .interventions.effects import patching_effects
+    from .interventions.patching import patch_edits
+    from .interventions.plan import text_pairs
+
+    p, settings = smk.params, smk.params.settings
+    sources, targets = text_pairs(columns[rows], settings["n_pairs"], p.seed)  # indices into rows
+    activations = {(layer, site): torch.as_tensor(values[rows[sources]]) for layer, site, values in _site_values(smk, table)}
+    edits = patch_edits(p.centres, settings["sites"], settings["span"], p.n_layers, activations)
+    log.info("%d pairs x %d patches", len(targets), len(edits))
+    logits = runner.run([token_lists[rows[target]] for target in targets], [edit for *_, edit in edits])
+    out = [{"layer": centre, "site": site, "kind": "source", "span": f"{edit.span[0]}-{edit.span[-1]}",
+            "metric": metric, "value": value, "ci_low": low, "ci_high": high}
+           for index, (centre, site, edit) in enumerate(edits)
+           for metric, (value, low, high) in patching_effects(clean[targets], clean[sources], logits[:, index],
+                                                              columns[rows[sources]], columns[rows[targets]],
+                                                              p.seed).items()]
+    best = max((row for row in out if row["metric"] == "normalised_logit_difference"), key=lambda row: row["value"])
+    log.info("largest normalised logit difference: %s at layers %s: %.3f [%.3f, %.3f]", best["site"], best["span"],
+             best["value"], best["ci_low"], best["ci_high"])
+    return out, len(targets)
 
 
 def aggregate_causal(smk) -> None:

@@ -31,7 +31,7 @@ STAGES = {
     "compare": "compare_with_lexical",
     "aggregate": "aggregate_metrics",
     "report": "build_report",
-    "causal": "causal_ablation",
+    "causal": "causal_experiment",
     "causal_aggregate": "aggregate_causal",
 }
 

@@ -317,6 +317,37 @@ def _ablation_reading(causal: pl.DataFrame, model: str, dataset: str) -> str:
             + f". {hurt.height} of {data.height} ablations lower the accuracy with a paired 95% CI below 0.</p>")
 
 
+def patching_by_layer(causal: pl.DataFrame, model: str, dataset: str, note: str) -> alt.Chart:
+    """Activation patching as a site x layer heatmap: the normalised logit difference (0: the
+    target's clean gap between the two labels, 1: the source's), the flip-to-source rate in the tooltip."""
+    data = causal.filter(experiment="patching", model=model, dataset=dataset)
+    cells = (data.filter(metric="normalised_logit_difference").rename({"value": "mean"})
+             .join(data.filter(metric="flip_to_source").select("layer", "site", pl.col("value").alias("flip_to_source")),
+                   on=["layer", "site"]))
+    first = cells.row(0, named=True)
+    chart = _heatmap(cells, alt.Y("site:N", sort=list(SITES)), "normalised logit difference",
+                     {"text": f"{model} on {dataset}: activation patching, site x centre layer",
+                      "subtitle": [f"{first['n_texts']} pairs of texts with different labels; each cell writes the "
+                                   "source's activation into the target at the last position over the span of layers "
+                                   "centred on it; 0: the target's clean logit gap, 1: the source's",
+                                   *([note] if note else [])]}, 90, scheme="viridis")
+    return chart.encode(tooltip=["layer", "site", "span", alt.Tooltip("mean:Q", format=".3f"),
+                                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"),
+                                 alt.Tooltip("flip_to_source:Q", format=".3f")])
+
+
+def _patching_reading(causal: pl.DataFrame, model: str, dataset: str) -> str:
+    """One paragraph: where patching moves the target's answer most, with numbers."""
+    data = causal.filter(experiment="patching", model=model, dataset=dataset)
+    best = data.filter(metric="normalised_logit_difference").sort("value", descending=True).row(0, named=True)
+    flips = data.filter(metric="flip_to_source").sort("value", descending=True).row(0, named=True)
+    return (f"<p>Activation patching ({best['n_texts']} pairs) moves the target's answer furthest towards the "
+            f"source's emotion when the {best['site']} of layers {best['span']} is patched: normalised logit "
+            f"difference {best['value']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}]; the highest "
+            f"flip-to-source rate is {flips['value']:.3f} [{flips['ci_low']:.3f}, {flips['ci_high']:.3f}] "
+            f"({flips['site']}, layers {flips['span']}).</p>")
+
+
 def relative_depth(metrics: pl.DataFrame, position: str, probe: str = "logreg") -> alt.FacetChart:
     """All models on one chart: the score at `position` against layer / n_layers; one panel per
     dataset and score (`probe`'s accuracy, or ridge's R2 with one line per target), and per site
@@ -366,7 +397,7 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     classification probes `classifiers` is drawn with its controls; with more than one, a chart
     compares them. `answers`: {(model, dataset): (answers table, counts per class)} of the
     models' own answers (answers.py): a confusion matrix, a sentence and the counts per class.
-    `causal`: the causal experiments' table (jobs.causal_ablation): the ablation chart and a
+    `causal`: the causal experiments' table (jobs.causal_experiment): per experiment a chart and a
     paragraph reading it, per model x dataset it covers.
     """
     out_dir = Path(out_dir)
@@ -400,16 +431,19 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
         answered, counts = (answers or {}).get((model, dataset), (None, None))
         if answered is not None:
             charts.append(("answer_confusion", answer_confusion(answered, model, dataset, note)))
-        ablated = causal is not None and not causal.filter(model=model, dataset=dataset, experiment="ablation").is_empty()
-        if ablated:
+        ran = set() if causal is None else set(causal.filter(model=model, dataset=dataset)["experiment"])
+        if "ablation" in ran:
             charts.append(("ablation_by_layer", ablation_by_layer(causal, model, dataset, note)))
+        if "patching" in ran:
+            charts.append(("patching_by_layer", patching_by_layer(causal, model, dataset, note)))
         for name, chart in charts:
             save(chart, out_dir / model / dataset / name)
         sections.append(f"<h2>{html.escape(model)} on {html.escape(dataset)}</h2>"
                         + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
                         + _beats_the_words(summary.filter(model=model, dataset=dataset))
                         + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
-                        + (_ablation_reading(causal, model, dataset) if ablated else "")
+                        + (_ablation_reading(causal, model, dataset) if "ablation" in ran else "")
+                        + (_patching_reading(causal, model, dataset) if "patching" in ran else "")
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
     save(relative_depth(sited, position, probe), out_dir / "relative_depth")
     summary.write_csv(out_dir / "summary.csv")

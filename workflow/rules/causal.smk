@@ -2,28 +2,27 @@
 # position and what they do to the model's answer. Decoder LMs with answers, datasets with classes.
 
 
-rule causal_ablation:
+rule causal_experiment:
     input:
         table=prepared_table,
         answers="results/answers/{model}/{dataset}.parquet",
         parts=causal_parts,
     output:
-        table="results/causal/{model}/{dataset}/ablation.parquet",
+        table="results/causal/{model}/{dataset}/{experiment}.parquet",
     params:
         model=lambda wc: config["models"][wc.model],
         n_layers=lambda wc: N_LAYERS[wc.model],
         centres=lambda wc: CAUSAL_CENTRES[wc.model],
-        shards=causal_shards,  # [layer, site, shard file] read for the mean and random kinds
-        # max_rows is no param: it changes results only by float rounding, so no reruns
-        settings={key: config["causal"][key] for key in ("max_texts", "span", "sites", "kinds")},
+        shards=causal_shards,  # [layer, site, shard file]: the activations at position -1 it reads
+        settings=lambda wc: causal_settings(wc.experiment),
         seed=config["seed"],
         device=config["extraction"]["device"],
         dtype=extraction_dtype(),
         code=code_fingerprint("causal"),
     log:
-        "results/logs/causal_ablation/{model}/{dataset}.log",
+        "results/logs/causal_experiment/{model}/{dataset}/{experiment}.log",
     benchmark:
-        "results/benchmarks/causal_ablation/{model}/{dataset}.tsv"
+        "results/benchmarks/causal_experiment/{model}/{dataset}/{experiment}.tsv"
     threads: 8
     resources:
         mem_mb=on_retry(config["causal"]["mem_mb"]),
@@ -32,7 +31,7 @@ rule causal_ablation:
     conda:
         "../../envs/emoprobe.yaml"
     script:
-        "../scripts/causal_ablation.py"
+        "../scripts/causal_experiment.py"
 
 
 rule aggregate_causal:

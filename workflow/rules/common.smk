@@ -99,6 +99,7 @@ wildcard_constraints:
     part=PART_PATTERN,
     site="|".join(re.escape(f".{site}") for site in SITE_ORDER[1:]) + "|",  # "" = the residual stream
     probe="|".join(map(re.escape, CLASSIFIERS)),
+    experiment="ablation|patching",
 
 
 def on_retry(amount):
@@ -332,18 +333,28 @@ def comparisons():
 # Causal experiments (config `causal`, workflow/rules/causal.smk): decoder LMs whose answers are
 # read, on datasets with classes; each layer >= 1 of the config's `layers` is a centre.
 CAUSAL = config["causal"]
-CAUSAL_RUNS = ([(model, dataset) for model in DECODERS for dataset in CLASSIFIED if answered(model, dataset)]
-               if CAUSAL["experiments"] else [])
+CAUSAL_RUNS = [(model, dataset) for model in DECODERS for dataset in CLASSIFIED if answered(model, dataset)]
 CAUSAL_CENTRES = {model: [layer for layer in LAYERS[model] if layer >= 1] for model in MODELS}
 
 
-def causal_pairs(model):
-    """The (layer, site) pairs whose position -1 activations the mean and random kinds read."""
-    if not {"mean", "random"} & set(CAUSAL["kinds"]):
-        return []
-    from emoprobe.interventions.ablation import centred_span
+def causal_settings(experiment):
+    """An experiment's own settings (its params: changing another's reruns nothing here)."""
+    return {"sites": CAUSAL["sites"], **CAUSAL[experiment]}
 
-    layers = {layer for centre in CAUSAL_CENTRES[model] for layer in centred_span(centre, CAUSAL["span"], N_LAYERS[model])}
+
+def _reads_shards(experiment):
+    """Whether an experiment reads activations from the extraction shards."""
+    return experiment == "patching" or bool({"mean", "random"} & set(CAUSAL["ablation"]["kinds"]))
+
+
+def causal_pairs(model, experiment):
+    """The (layer, site) pairs whose position -1 activations an experiment reads from the shards."""
+    if not _reads_shards(experiment):
+        return []
+    from emoprobe.interventions.plan import centred_span
+
+    span = CAUSAL[experiment]["span"]
+    layers = {layer for centre in CAUSAL_CENTRES[model] for layer in centred_span(centre, span, N_LAYERS[model])}
     return [(layer, site) for layer in sorted(layers) for site in CAUSAL["sites"]]
 
 
@@ -358,20 +369,22 @@ def check_causal():
     if skipped:
         print(f"emoprobe: causal experiments do not apply to {', '.join(skipped)} (they need a decoder LM and a "
               "dataset with classes); everything else runs.", file=sys.stderr)
-    if not {"mean", "random"} & set(CAUSAL["kinds"]):
-        return
-    fix = "or drop the mean and random kinds from `causal.kinds`"
-    if missing := [site for site in CAUSAL["sites"] if site not in SITES]:
-        raise WorkflowError(f"causal ablation's mean and random kinds read the sites {missing} from the extraction "
-                            f"shards: add them to `sites` ({fix}).")
-    if -1 not in POSITIONS:
-        raise WorkflowError(f"causal ablation's mean and random kinds read position -1 from the extraction shards: "
-                            f"add -1 to `positions` ({fix}).")
-    for model, _ in CAUSAL_RUNS:
-        if missing := sorted({layer for layer, _ in causal_pairs(model)} - set(LAYERS[model])):
-            raise WorkflowError(f"causal ablation of model '{model}' edits spans of {CAUSAL['span']} layers around "
-                                f"each of `layers`, and its mean and random kinds read layers {missing} from the "
-                                f"extraction shards, which `layers` leaves out: set `layers: all` ({fix}).")
+    for experiment in CAUSAL["experiments"]:
+        if not _reads_shards(experiment):
+            continue
+        what = ("causal ablation's mean and random kinds read" if experiment == "ablation"
+                else "activation patching reads")
+        fix = "or drop the mean and random kinds from `causal.ablation.kinds`" if experiment == "ablation" else \
+            "or drop patching from `causal.experiments`"
+        if missing := [site for site in CAUSAL["sites"] if site not in SITES]:
+            raise WorkflowError(f"{what} the sites {missing} from the extraction shards: add them to `sites` ({fix}).")
+        if -1 not in POSITIONS:
+            raise WorkflowError(f"{what} position -1 from the extraction shards: add -1 to `positions` ({fix}).")
+        for model, _ in CAUSAL_RUNS:
+            if missing := sorted({layer for layer, _ in causal_pairs(model, experiment)} - set(LAYERS[model])):
+                raise WorkflowError(f"{what} layers {missing} of model '{model}' (spans of {CAUSAL[experiment]['span']} "
+                                    f"layers around each of `layers`) from the extraction shards, which `layers` "
+                                    f"leaves out: set `layers: all` ({fix}).")
 
 
 check_causal()
@@ -381,7 +394,8 @@ def causal_shards(wildcards):
     """[layer, site, shard file] of every pair causal_pairs reads, in the parts that hold position -1."""
     plan = PARTS[wildcards.model, wildcards.dataset]
     return [[layer, site, f"results/activations/{wildcards.model}/{wildcards.dataset}/{plan[layer, site, -1]}/"
-                          f"{shard_file(layer, site)}"] for layer, site in causal_pairs(wildcards.model)]
+                          f"{shard_file(layer, site)}"]
+            for layer, site in causal_pairs(wildcards.model, wildcards.experiment)]
 
 
 def causal_parts(wildcards):
@@ -391,8 +405,8 @@ def causal_parts(wildcards):
 
 def causal_figures(suffix):
     """The report's causal charts of every model x dataset they ran on, as .png or .html."""
-    return [f"results/report/{model}/{dataset}/ablation_by_layer.{suffix}" for model, dataset in CAUSAL_RUNS
-            if "ablation" in CAUSAL["experiments"]]
+    return [f"results/report/{model}/{dataset}/{experiment}_by_layer.{suffix}" for model, dataset in CAUSAL_RUNS
+            for experiment in CAUSAL["experiments"]]
 
 
 def causal_tables():
@@ -438,4 +452,4 @@ def directions():
 def all_targets():
     return ["results/metrics/probe_metrics.parquet", "results/metrics/vs_lexical.parquet",
             "results/report/index.html"] + directions() + (
-        ["results/metrics/causal_metrics.parquet"] if CAUSAL_RUNS else [])
+        ["results/metrics/causal_metrics.parquet"] if causal_tables() else [])

@@ -4,7 +4,7 @@ rule build_report:
         vs_lexical="results/metrics/vs_lexical.parquet",
         answers=answer_files(),
         classes=answer_files(".classes.parquet"),
-        causal=["results/metrics/causal_metrics.parquet"] if CAUSAL_RUNS else [],
+        causal=["results/metrics/causal_metrics.parquet"] if causal_tables() else [],
     output:
         index="results/report/index.html",
         relative_depth=report(
