@@ -284,12 +284,16 @@ def test_causal_settings_that_cannot_run_stop_before_any_job(tiny_models, tmp_pa
 
 
 def test_an_encoder_gets_no_causal_job(tiny_models, tmp_path):
-    config = _causal_config(tiny_models["llama"]["left"])
+    """An encoder beside a decoder (residual stream only: BERT has no sub-block sites): a note, and
+    the causal jobs of the decoder alone."""
+    config = _causal_config(tiny_models["llama"]["left"], sites=["residual"],
+                            causal={"experiments": ["ablation"], "ablation": {"kinds": ["zero"]}})
     config["models"]["encoder"] = {"source": "local", "path": str(tiny_models["bert"]["right"])}
     result = run_snakemake(tmp_path, config, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "causal experiments do not apply to encoder" in result.stderr
-    assert job_counts(result.stdout + result.stderr)["causal_experiment"] == 2
+    assert job_counts(result.stdout + result.stderr)["causal_experiment"] == 1
+    assert "results/causal/encoder" not in result.stdout
 
 
 @pytest.mark.slow
