@@ -20,7 +20,8 @@ from emoprobe.interventions.edits import Edit
 from emoprobe.interventions.effects import effects
 from emoprobe.interventions.runner import EditRunner
 
-from .conftest import SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, make_tiny_model, require_smollm2, run_snakemake
+from .conftest import (REPO, SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, make_tiny_model, require_smollm2,
+                       run_snakemake)
 
 DECODERS = ("llama", "qwen2", "gemma3", "gpt2")
 LABEL_TOKENS = [10, 11, 12, 13, 14]
@@ -391,3 +392,19 @@ def test_ratio_interval_against_a_loop():
         ratios.append(numerator[rows].sum() / denominator[rows].sum())
     assert point == pytest.approx(numerator.sum() / denominator.sum())
     assert (low, high) == pytest.approx(tuple(np.quantile(ratios, [0.025, 0.975])))
+
+
+def test_causal_preset_validates_and_plans_its_jobs(tmp_path):
+    """config/causal.yaml over config/config.yaml: SmolLM2's three sites at -1, and both
+    experiments' jobs planned on top of the default run's."""
+    import yaml
+
+    require_smollm2()
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    preset = yaml.safe_load((REPO / "config" / "causal.yaml").read_text())
+    config = base | preset | {"data_dir": str(SHARED_DATA)}
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert (counts["causal_experiment"], counts["aggregate_causal"], counts["fit_probe"]) == (2, 1, 91)
+    assert "results/causal/smollm2-135m-instruct/crowd_envent/patching.parquet" in result.stdout
