@@ -445,11 +445,12 @@ def causal_experiment(smk) -> None:
     dtype = models.resolve_dtype(p.dtype, device.type)
     tokenizer, model, resolved = models.load(p.model, device, dtype)
     runner = EditRunner(model, tokenizer, list(tokens.values()), max_rows=smk.config["causal"]["max_rows"])
-    token_lists = tokenizer(table["prompt"].to_list(), add_special_tokens=True)["input_ids"]
+    # the sampled texts only, in sample order: token_lists[i] is row rows[i]
+    token_lists = tokenizer(table["prompt"].to_numpy()[rows].tolist(), add_special_tokens=True)["input_ids"]
     log.info("%s of %s on %s: %d texts (%d the model answered correctly), on %s in %s", smk.wildcards.experiment,
              resolved.model_id, smk.wildcards.dataset, len(rows), int(answered["correct"].to_numpy()[rows].sum()),
              device, dtype)
-    clean = runner.run([token_lists[row] for row in rows], [None])[:, 0]
+    clean = runner.run(token_lists, [None])[:, 0]
     agree = float((class_ids[clean.argmax(1)] == answered["answer_id"].to_numpy()[rows]).mean())
     accuracy = float((clean.argmax(1) == columns[rows]).mean())
     log.info("clean answers equal the extraction's for %.3f of the sampled texts; clean accuracy %.3f", agree, accuracy)
@@ -479,7 +480,7 @@ def _ablation(smk, table, rows, columns, token_lists, runner, clean) -> tuple[li
     edits = ablation_edits(p.centres, settings["sites"], settings["kinds"], settings["span"], p.n_layers, means,
                            donors)
     log.info("%d ablations", len(edits))
-    logits = runner.run([token_lists[row] for row in rows], [edit for *_, edit in edits])
+    logits = runner.run(token_lists, [edit for *_, edit in edits])
     out = [{"layer": centre, "site": site, "kind": kind, "span": f"{edit.span[0]}-{edit.span[-1]}", "metric": metric,
             "value": value, "ci_low": low, "ci_high": high}
            for index, (centre, site, kind, edit) in enumerate(edits)
@@ -503,7 +504,7 @@ def _patching(smk, table, rows, columns, token_lists, runner, clean) -> tuple[li
     activations = {(layer, site): torch.as_tensor(values[rows[sources]]) for layer, site, values in _site_values(smk, table)}
     edits = patch_edits(p.centres, settings["sites"], settings["span"], p.n_layers, activations)
     log.info("%d pairs x %d patches", len(targets), len(edits))
-    logits = runner.run([token_lists[rows[target]] for target in targets], [edit for *_, edit in edits])
+    logits = runner.run([token_lists[target] for target in targets], [edit for *_, edit in edits])
     out = [{"layer": centre, "site": site, "kind": "source", "span": f"{edit.span[0]}-{edit.span[-1]}",
             "metric": metric, "value": value, "ci_low": low, "ci_high": high}
            for index, (centre, site, edit) in enumerate(edits)

@@ -51,10 +51,10 @@ class EditRunner:
             raise ExtractionError(f"{type(self.model).__name__}.forward takes no key/value cache: run the edits "
                                   "with the full re-forward path (cached=False).")
         out = np.empty((len(token_lists), len(edits), len(self.label_tokens)), dtype=np.float32)
-        per_pass = max(1, self.max_rows // max(1, len(edits)))  # texts per pass with all their edits
-        for start in range(0, len(token_lists), min(text_batch, per_pass) if cached else text_batch):
-            texts = np.arange(start, min(start + (min(text_batch, per_pass) if cached else text_batch),
-                                         len(token_lists)))
+        # cached: texts per pass with all their edits, at most max_rows rows
+        step = min(text_batch, max(1, self.max_rows // max(1, len(edits)))) if cached else text_batch
+        for start in range(0, len(token_lists), step):
+            texts = np.arange(start, min(start + step, len(token_lists)))
             batch = [token_lists[i] for i in texts]
             with torch.inference_mode():
                 if cached:
