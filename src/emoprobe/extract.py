@@ -82,7 +82,7 @@ def run_shared_prefix(model, token_lists: Sequence[Sequence[int]], keep: int,
     from .models import is_decoder_lm
 
     length = shared_prefix_length(token_lists, keep, limit)
-    keyword = next((name for name in ("cache", "past_key_values") if _accepts(model, name)), None)
+    keyword = accepted_keyword(model, "cache", "past_key_values")
     if length < MIN_SHARED_PREFIX or not is_decoder_lm(model.config) or keyword is None:
         return None
     device = next(model.parameters()).device
@@ -114,12 +114,16 @@ def site_module(block: torch.nn.Module, site: str) -> torch.nn.Module:
             f"site '{site}' is not defined for {type(block).__name__}: a post-norm block normalises each sub-block's "
             "output together with the residual stream, so nothing is added to it that the site could be. Probe "
             "`sites: [residual]` for this model.")
-    for name in _SUB_BLOCKS[site]:
-        module = getattr(block, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
+    if (module := sub_block(block, site)) is not None:
+        return module
     raise ExtractionError(f"site '{site}': {type(block).__name__} has no sub-block named "
                           f"{' or '.join(_SUB_BLOCKS[site])}, so its output cannot be read. Probe `sites: [residual]`.")
+
+
+def sub_block(block: torch.nn.Module, site: str) -> torch.nn.Module | None:
+    """The block's attention ("attn_out") or MLP ("mlp_out") module by its usual names, else None."""
+    return next((getattr(block, name) for name in _SUB_BLOCKS[site]
+                 if isinstance(getattr(block, name, None), torch.nn.Module)), None)
 
 
 def text_config(config):
@@ -408,9 +412,10 @@ def _answer_head(model, answer_tokens: Sequence[int] | None) -> torch.nn.Module 
     return head
 
 
-def _accepts(model, name: str) -> bool:
+def accepted_keyword(model, *names: str) -> str | None:
+    """The first of `names` that model.forward takes as a keyword, else None."""
     parameters = inspect.signature(model.forward).parameters
-    return name in parameters
+    return next((name for name in names if name in parameters), None)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -448,7 +453,7 @@ def extract(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], layers
     pad_id = pad_token_id(tokenizer)
     run = HookedRun(transformer_blocks(model), layers, text_config(model.config).hidden_size,
                     _answer_head(model, answer_tokens), answer_tokens, sites)
-    accepted = frozenset(name for name in ("position_ids", "use_cache") if _accepts(model, name))
+    accepted = frozenset(name for name in ("position_ids", "use_cache") if accepted_keyword(model, name))
     if side == "left" and "position_ids" not in accepted:
         # Positions would count the pads; token positions come from the mask, so right padding is exact.
         log.info("%s.forward takes no position_ids: padding batches on the right, not the tokenizer's left",

@@ -9,21 +9,15 @@ texts run as one batch (the cache repeated per edit). full: every edit re-runs t
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ExtractionError
-from ..extract import pad_batch, pad_token_id, transformer_blocks
+from ..extract import accepted_keyword, pad_batch, pad_token_id, transformer_blocks
 from ..models import is_decoder_lm
 from .edits import EditingHooks, Edits
-
-
-def _keyword(model, *names: str) -> str | None:
-    parameters = inspect.signature(model.forward).parameters
-    return next((name for name in names if name in parameters), None)
 
 
 class EditRunner:
@@ -40,9 +34,9 @@ class EditRunner:
         self.label_tokens = torch.as_tensor(list(label_tokens), dtype=torch.long)
         self.max_rows = max_rows
         self.device = next(model.parameters()).device
-        self.hooks = EditingHooks(transformer_blocks(model))
-        self.cache_keyword = _keyword(model, "cache", "past_key_values")
-        self.keep_keyword = _keyword(model, "logits_to_keep")
+        self.hooks = EditingHooks(model, transformer_blocks(model), self.device)
+        self.cache_keyword = accepted_keyword(model, "cache", "past_key_values")
+        self.keep_keyword = accepted_keyword(model, "logits_to_keep")
         self.pad_id = pad_token_id(tokenizer)
 
     def run(self, token_lists: Sequence[Sequence[int]], edits: Sequence[Edits], cached: bool = True,
