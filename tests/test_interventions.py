@@ -163,9 +163,12 @@ def _causal_config(model_dir, **changes) -> dict:
     config = {
         "data_dir": str(SHARED_DATA), "layers": "all", "positions": [-1],
         "sites": ["residual", "attn_out", "mlp_out"], "probe": {"cv_folds": 2},
-        "causal": {"experiments": ["ablation", "patching"], "max_texts": 26, "patching": {"n_pairs": 20}},
+        "causal": {"experiments": ["ablation", "patching", "heads", "promotion", "steering"], "max_texts": 26,
+                   "patching": {"n_pairs": 20}, "promotion": {"max_texts": None, "alphas": [0.5, 4.0]},
+                   "steering": {"appraisals": ["pleasantness", "predict_event"], "max_texts": 20}},
         "models": {"tiny": {"source": "local", "path": str(model_dir)}},
-        "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 4}},
+        "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 4,
+                                      "targets": ["pleasantness", "predict_event"]}},
     }
     return {**config, **changes}
 
@@ -186,7 +189,7 @@ def _table(workdir, experiment="ablation"):
 
 def test_ablation_rule_writes_its_table_metrics_and_report(ablation_run):
     counts = job_counts(ablation_run["output"])
-    assert counts["causal_experiment"] == 2 and counts["aggregate_causal"] == 1
+    assert counts["causal_experiment"] == 5 and counts["aggregate_causal"] == 1
     table = _table(ablation_run["workdir"])
     assert table.columns == ["model", "dataset", "experiment", "layer", "site", "kind", "span", "metric", "value",
                              "ci_low", "ci_high", "n_texts", "clean_accuracy", "n_layers"]
@@ -199,13 +202,29 @@ def test_ablation_rule_writes_its_table_metrics_and_report(ablation_run):
     assert patching.height == 3 * 3 * 2 and set(patching["n_texts"]) == {20}  # centres x sites x metrics
     assert set(patching["metric"]) == {"flip_to_source", "normalised_logit_difference"}
     assert patching.filter(layer=2)["span"].unique().to_list() == ["1-3"]  # span 5, clipped to 1..3
+    heads = _table(ablation_run["workdir"], "heads")
+    assert heads.height == 3 * 4 * 4 and set(heads["site"]) == {"heads"}  # layers x heads x metrics
+    assert sorted(heads.filter(layer=2, metric="kl")["head"]) == [0, 1, 2, 3] and set(heads["span"]) == {"1-1", "2-2", "3-3"}
+    promotion = _table(ablation_run["workdir"], "promotion")
+    # centres x alphas x (probe, random) x (13 emotions x 2 metrics + the pooled rate)
+    assert promotion.height == 3 * 2 * 2 * (13 * 2 + 1) and set(promotion["n_texts"]) == {26}
+    assert set(promotion.filter(emotion="all")["metric"]) == {"promotion_rate"}
+    steering = _table(ablation_run["workdir"], "steering")
+    assert set(steering["n_texts"]) == {20}
+    assert steering.filter(kind="expected").height == 2 * 13
+    # agreement: centres x (2 appraisals + random against each) x 2 signs; changes: (2 + 1 random) x 2 x 13
+    assert steering.filter(metric="agreement").height == 3 * 4 * 2
+    assert steering.filter(metric="logprob_change").height == 3 * 3 * 2 * 13
     metrics = pl.read_parquet(ablation_run["workdir"] / "results" / "metrics" / "causal_metrics.parquet")
-    assert metrics.equals(pl.concat([table, patching]))
+    assert metrics.equals(pl.concat([table, patching, heads, promotion, steering], how="diagonal_relaxed"))
     report = ablation_run["workdir"] / "results" / "report"
-    for chart in ("ablation_by_layer", "patching_by_layer"):
+    for chart in ("ablation_by_layer", "patching_by_layer", "heads_heatmap", "promotion_by_layer", "steering_by_layer",
+                  "steering_heatmap"):
         assert (report / "tiny" / "crowd_envent" / f"{chart}.png").stat().st_size > 5000
     index = (report / "index.html").read_text()
-    assert "Ablation (clean accuracy" in index and "Activation patching (20 pairs)" in index
+    for reading in ("Ablation (clean accuracy", "Activation patching (20 pairs)", "Knocking out one attention head",
+                    "Adding an emotion&#x27;s probe direction (26 texts)", "Steering along an appraisal&#x27;s direction (20 texts)"):
+        assert reading in index
     assert run_snakemake(ablation_run["workdir"], ablation_run["config"], "-n").stdout.count("causal_experiment") == 0
 
 

@@ -110,6 +110,18 @@ def ratio_ci(numerator, denominator, n_resamples: int = 1000, seed: int = 0, lev
     return _interval(numerator.sum() / denominator.sum(), ratios, level)
 
 
+def mean_statistic_ci(values, statistic, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+    """(statistic(column means), low, high): a statistic of the column means of per-row `values`
+    [N, K] (e.g. a rank correlation of per-emotion mean changes with expected ones) and its
+    percentile bootstrap interval, rows drawn with replacement as in mean_ci."""
+    values = np.asarray(values, dtype=np.float64)
+    _check_resamples(n_resamples)
+    _check_level(level)
+    statistics = np.array([statistic(means) for counts in _row_count_blocks(len(values), n_resamples, seed)
+                           for means in counts @ values / len(values)])
+    return _interval(float(statistic(values.mean(axis=0))), statistics, level)
+
+
 def bootstrap_distribution(y_true, y_pred, metrics: Sequence[str], n_resamples: int = 1000,
                            seed: int = 0) -> dict[str, tuple[float, np.ndarray]]:
     """{metric: (value on all rows, values on the n_resamples resamples [B])}: what the intervals

@@ -438,7 +438,7 @@ def causal_experiment(smk) -> None:
     table = pl.read_parquet(smk.input.table)
     answered = pl.read_parquet(smk.input.answers)
     tokens = json.loads(pl.read_parquet_metadata(smk.input.answers)["answer_token_ids"])  # in label-id order
-    rows = sample_texts(answered, smk.config["causal"]["max_texts"], p.seed)
+    rows = sample_texts(answered, p.settings.get("max_texts") or smk.config["causal"]["max_texts"], p.seed)
     class_ids = np.sort(table["label_id"].unique().to_numpy())
     columns = np.searchsorted(class_ids, table["label_id"].to_numpy())  # each row's label as a logit column
     device = models.pick_device(p.device)
@@ -454,7 +454,8 @@ def causal_experiment(smk) -> None:
     agree = float((class_ids[clean.argmax(1)] == answered["answer_id"].to_numpy()[rows]).mean())
     accuracy = float((clean.argmax(1) == columns[rows]).mean())
     log.info("clean answers equal the extraction's for %.3f of the sampled texts; clean accuracy %.3f", agree, accuracy)
-    experiment = {"ablation": _ablation, "patching": _patching}[smk.wildcards.experiment]
+    experiment = {"ablation": _ablation, "patching": _patching, "heads": _heads, "promotion": _promotion,
+                  "steering": _steering}[smk.wildcards.experiment]
     out, n_units = experiment(smk, table, rows, columns, token_lists, runner, clean)
     result = pl.DataFrame(out).select(
         pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
@@ -517,8 +518,145 @@ def _patching(smk, table, rows, columns, token_lists, runner, clean) -> tuple[li
     return out, len(targets)
 
 
+def _heads(smk, table, rows, columns, token_lists, runner, clean) -> tuple[list[dict], int]:
+    """Head knockout's rows (interventions.heads): one per (layer, head, metric)."""
+    from .extract import transformer_blocks
+    from .interventions.edits import HEADS, attention_heads
+    from .interventions.effects import effects
+    from .interventions.heads import head_edits
+
+    p = smk.params
+    blocks = transformer_blocks(runner.model)
+    _, n_heads, width = attention_heads(runner.model, blocks[0])
+    edits = head_edits(p.centres, n_heads, width)
+    log.info("%d head knockouts (%d heads of width %d per layer)", len(edits), n_heads, width)
+    logits = runner.run(token_lists, [edit for *_, edit in edits])
+    out = [{"layer": layer, "site": HEADS, "kind": "zero", "head": head, "span": f"{layer}-{layer}", "metric": metric,
+            "value": value, "ci_low": low, "ci_high": high}
+           for index, (layer, head, _) in enumerate(edits)
+           for metric, (value, low, high) in effects(clean, logits[:, index], columns[rows], p.seed).items()]
+    worst = sorted((row for row in out if row["metric"] == "accuracy_change"), key=lambda row: row["value"])[:5]
+    log.info("largest accuracy drops: %s", "; ".join(f"layer {row['layer']} head {row['head']} {row['value']:.3f} "
+                                                       f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]" for row in worst))
+    return out, len(rows)
+
+
+def _residual_norms(values: np.ndarray) -> float:
+    """The median Euclidean norm of a layer's residual-stream activations [N, H]."""
+    return float(np.median(np.linalg.norm(values.astype(np.float64), axis=1)))
+
+
+def _promotion(smk, table, rows, columns, token_lists, runner, clean) -> tuple[list[dict], int]:
+    """Emotion promotion's rows (interventions.promotion): per (centre layer, alpha, direction
+    kind, emotion or "all", metric)."""
+    from safetensors import safe_open
+
+    from .interventions.effects import promotion_effects
+    from .interventions.promotion import RANDOM, probe_directions, promotion_edits, random_directions
+
+    p, settings = smk.params, smk.params.settings
+    class_ids = np.sort(table["label_id"].unique().to_numpy())
+    label_of = dict(table.select("label_id", "label").unique().iter_rows())
+    norms, directions, width = {}, {}, None
+    for layer, _, values in _site_values(smk, table):
+        norms[layer], width = _residual_norms(values), values.shape[1]
+    for layer, path in p.directions:
+        with safe_open(path, "numpy") as file:
+            metadata = file.metadata()
+            weight = file.get_tensor("weight")[json.loads(metadata["positions"]).index(-1)]
+        fitted = json.loads(metadata["label_ids"])
+        if fitted != class_ids.tolist():
+            raise EmoprobeError(f"{path} holds directions for label ids {fitted}, the dataset has {class_ids.tolist()}: "
+                                "promotion needs one per emotion (a correct_only subset can lose a class; probe "
+                                "`subset: all`).")
+        directions[layer] = probe_directions(weight, len(class_ids))
+    labels = settings["emotions"] or [label_of[i] for i in class_ids]
+    if unknown := sorted(set(labels) - set(label_of.values())):
+        raise EmoprobeError(f"`causal.promotion.emotions` names {unknown}, which are not labels of "
+                            f"{smk.wildcards.dataset} ({sorted(label_of.values())}).")
+    emotions = np.array([int(np.searchsorted(class_ids, next(i for i, name in label_of.items() if name == label)))
+                         for label in labels])
+    random = random_directions(sorted(norms), width, p.seed)
+    edits = promotion_edits(p.centres, emotions, settings["alphas"], settings["span"], p.n_layers, directions, norms,
+                            random)
+    log.info("%d promotions (%d emotions and a random control x %d alphas x %d centres), median residual norms %s",
+             len(edits), len(emotions), len(settings["alphas"]), len(p.centres),
+             {layer: round(norm, 1) for layer, norm in norms.items()})
+    logits = runner.run(token_lists, [edit for *_, edit in edits])
+    out = []
+    for centre in p.centres:
+        for alpha in settings["alphas"]:
+            index = {emotion: i for i, (c, emotion, a, _) in enumerate(edits) if c == centre and a == alpha}
+            span = edits[index[RANDOM]][3].span
+            for kind, runs in (("probe", [index[emotion] for emotion in emotions]), ("random", [index[RANDOM]] * len(emotions))):
+                scored = promotion_effects(clean, logits[:, runs], emotions, p.seed)
+                out += [{"layer": centre, "site": "residual", "kind": kind,
+                         "emotion": "all" if column is None else label_of[int(class_ids[column])], "alpha": alpha,
+                         "span": f"{span[0]}-{span[-1]}", "metric": metric, "value": value, "ci_low": low,
+                         "ci_high": high}
+                        for column, metrics in scored.items() for metric, (value, low, high) in metrics.items()]
+    best = max((row for row in out if row["kind"] == "probe" and row["emotion"] == "all"), key=lambda row: row["value"])
+    log.info("highest promotion rate over all emotions: alpha %s at layers %s: %.3f [%.3f, %.3f]", best["alpha"],
+             best["span"], best["value"], best["ci_low"], best["ci_high"])
+    return out, len(rows)
+
+
+def _steering(smk, table, rows, columns, token_lists, runner, clean) -> tuple[list[dict], int]:
+    """Appraisal steering's rows (interventions.steering): the expected changes (layer null), then per
+    (centre layer, appraisal or "random", sign) the agreement and each emotion's logprob_change."""
+    from .interventions.promotion import random_directions
+    from .interventions.steering import expected_changes, ridge_directions, steering_edits, surgery
+    from .interventions.effects import steering_effects
+
+    p, settings = smk.params, smk.params.settings
+    appraisals = settings["appraisals"]
+    class_ids = np.sort(table["label_id"].unique().to_numpy())
+    label_of = dict(table.select("label_id", "label").unique().iter_rows())
+    names = [label_of[int(i)] for i in class_ids]
+    ratings = table.select(appraisals).to_numpy().astype(np.float64)
+    texts = table["text"].to_numpy()
+    norms, directions, width = {}, {}, None
+    for layer, _, values in _site_values(smk, table):
+        norms[layer], width = _residual_norms(values), values.shape[1]
+        directions[layer] = ridge_directions(values.astype(np.float64), ratings, texts)
+        if settings["surgery"]:
+            directions[layer] = surgery(directions[layer])
+    kind = "surgery" if settings["surgery"] else "ridge"
+    expected = expected_changes(ratings, columns, len(class_ids), p.seed)  # [A, K]
+    random = random_directions(sorted(norms), width, p.seed)
+    edits = steering_edits(p.centres, appraisals, settings["alpha"], settings["span"], p.n_layers, directions,
+                           norms, random)
+    log.info("%d steering edits (%d appraisals and a random control, up and down, x %d centres)", len(edits),
+             len(appraisals), len(p.centres))
+    logits = runner.run(token_lists, [edit for *_, edit in edits])
+    out = [{"layer": None, "site": "residual", "kind": "expected", "appraisal": appraisal, "direction": "up",
+            "emotion": name, "alpha": None, "span": None, "metric": "expected_change", "value": float(value),
+            "ci_low": None, "ci_high": None}
+           for appraisal, changes in zip(appraisals, expected) for name, value in zip(names, changes)]
+    for index, (centre, appraisal, sign, edit) in enumerate(edits):
+        # the random direction is held against each appraisal's expectation in turn
+        compared = appraisals if appraisal == "random" else [appraisal]
+        for target in compared:
+            factor = 1.0 if sign == "up" else -1.0
+            agreement, changes = steering_effects(clean, logits[:, index], factor * expected[appraisals.index(target)],
+                                                  p.seed)
+            common = {"layer": centre, "site": "residual", "kind": "random" if appraisal == "random" else kind,
+                      "appraisal": target, "direction": sign, "alpha": settings["alpha"],
+                      "span": f"{edit.span[0]}-{edit.span[-1]}"}
+            out.append(common | {"emotion": None, "metric": "agreement", "value": agreement[0],
+                                 "ci_low": agreement[1], "ci_high": agreement[2]})
+            if appraisal != "random" or target == appraisals[0]:  # the random edit's changes once
+                out += [common | {"emotion": name, "metric": "logprob_change", "value": value, "ci_low": low,
+                                  "ci_high": high} for name, (value, low, high) in zip(names, changes)]
+    best = max((row for row in out if row["metric"] == "agreement" and row["kind"] != "random"),
+               key=lambda row: row["value"])
+    log.info("highest agreement with the human data: %s %s at layers %s: %.3f [%.3f, %.3f]", best["appraisal"],
+             best["direction"], best["span"], best["value"], best["ci_low"], best["ci_high"])
+    return out, len(rows)
+
+
 def aggregate_causal(smk) -> None:
-    tables = pl.concat([pl.read_parquet(path) for path in smk.input.tables], how="vertical")
+    tables = pl.concat([pl.read_parquet(path) for path in smk.input.tables], how="diagonal_relaxed")
     tables.write_parquet(smk.output.parquet)
     tables.write_csv(smk.output.csv)
     log.info("%d causal metric rows from %d tables", tables.height, len(smk.input.tables))

@@ -11,7 +11,7 @@ import polars as pl
 
 from .aggregate import majority_rate, scored, select, summarise
 from .answer_metrics import TOP1_METRIC, confusion
-from .interventions.plan import ABLATION_KINDS
+from .interventions.report import causal_section
 from .positions import TEXT_MEAN, nearest_end, sort_order
 from .registry import ANSWER, control_name
 from .shards import RESIDUAL, SITES
@@ -280,74 +280,6 @@ def site_layer_heatmap(metrics: pl.DataFrame, model: str, dataset: str, position
                      "subtitle": note}, 90, scheme="viridis")
 
 
-def ablation_by_layer(causal: pl.DataFrame, model: str, dataset: str, note: str) -> alt.LayerChart:
-    """Ablation's effect on the model's answer by centre layer: the change in accuracy (edited minus
-    clean, with its paired 95% bootstrap CI as a band), one line per site (colour) and kind (dash)."""
-    data = causal.filter(experiment="ablation", model=model, dataset=dataset, metric="accuracy_change")
-    sites = [site for site in SITES if site in set(data["site"])]
-    base = alt.Chart(data).encode(x=alt.X("layer:Q", title="centre layer of the ablated span"),
-                                  color=alt.Color("site:N", sort=sites),
-                                  strokeDash=alt.StrokeDash("kind:N", sort=list(ABLATION_KINDS)))
-    band = base.mark_area(opacity=0.1).encode(y="ci_low:Q", y2="ci_high:Q", detail="kind:N")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("value:Q", title="accuracy after ablation - clean accuracy"),
-        tooltip=["layer", "site", "kind", "span", alt.Tooltip("value:Q", format=".3f"),
-                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")])
-    zero = alt.Chart().mark_rule(color="gray").encode(y=alt.datum(0))
-    first = data.row(0, named=True)
-    return alt.layer(band, line, zero).properties(
-        title={"text": f"{model} on {dataset}: ablation at the last prompt position",
-               "subtitle": [f"{first['n_texts']} texts (clean accuracy {first['clean_accuracy']:.3f}); each point "
-                            "ablates the span of layers centred on it; band: paired 95% bootstrap CI",
-                            *([note] if note else [])]}, width=520, height=300)
-
-
-def _ablation_reading(causal: pl.DataFrame, model: str, dataset: str) -> str:
-    """One paragraph: where ablation hurts the answer most, with numbers."""
-    data = causal.filter(experiment="ablation", model=model, dataset=dataset, metric="accuracy_change").sort("value")
-    if data.is_empty():
-        return ""
-    worst = data.row(0, named=True)
-    by_site = data.group_by("site").agg(pl.col("value").min()).sort("value")
-    hurt = data.filter(pl.col("ci_high") < 0)
-    return (f"<p>Ablation (clean accuracy {worst['clean_accuracy']:.3f} on {worst['n_texts']} texts) hurts the answer "
-            f"most when the {worst['site']} of layers {worst['span']} is set to {worst['kind']}: accuracy changes by "
-            f"{worst['value']:+.3f} [{worst['ci_low']:+.3f}, {worst['ci_high']:+.3f}]. The largest drop per site: "
-            + ", ".join(f"{site} {value:+.3f}" for site, value in by_site.iter_rows())
-            + f". {hurt.height} of {data.height} ablations lower the accuracy with a paired 95% CI below 0.</p>")
-
-
-def patching_by_layer(causal: pl.DataFrame, model: str, dataset: str, note: str) -> alt.Chart:
-    """Activation patching as a site x layer heatmap: the normalised logit difference (0: the
-    target's clean gap between the two labels, 1: the source's), the flip-to-source rate in the tooltip."""
-    data = causal.filter(experiment="patching", model=model, dataset=dataset)
-    cells = (data.filter(metric="normalised_logit_difference").rename({"value": "mean"})
-             .join(data.filter(metric="flip_to_source").select("layer", "site", pl.col("value").alias("flip_to_source")),
-                   on=["layer", "site"]))
-    first = cells.row(0, named=True)
-    chart = _heatmap(cells, alt.Y("site:N", sort=list(SITES)), "normalised logit difference",
-                     {"text": f"{model} on {dataset}: activation patching, site x centre layer",
-                      "subtitle": [f"{first['n_texts']} pairs of texts with different labels; each cell writes the "
-                                   "source's activation into the target at the last position over the span of layers "
-                                   "centred on it; 0: the target's clean logit gap, 1: the source's",
-                                   *([note] if note else [])]}, 90, scheme="viridis")
-    return chart.encode(tooltip=["layer", "site", "span", alt.Tooltip("mean:Q", format=".3f"),
-                                 alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"),
-                                 alt.Tooltip("flip_to_source:Q", format=".3f")])
-
-
-def _patching_reading(causal: pl.DataFrame, model: str, dataset: str) -> str:
-    """One paragraph: where patching moves the target's answer most, with numbers."""
-    data = causal.filter(experiment="patching", model=model, dataset=dataset)
-    best = data.filter(metric="normalised_logit_difference").sort("value", descending=True).row(0, named=True)
-    flips = data.filter(metric="flip_to_source").sort("value", descending=True).row(0, named=True)
-    return (f"<p>Activation patching ({best['n_texts']} pairs) moves the target's answer furthest towards the "
-            f"source's emotion when the {best['site']} of layers {best['span']} is patched: normalised logit "
-            f"difference {best['value']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}]; the highest "
-            f"flip-to-source rate is {flips['value']:.3f} [{flips['ci_low']:.3f}, {flips['ci_high']:.3f}] "
-            f"({flips['site']}, layers {flips['span']}).</p>")
-
-
 def relative_depth(metrics: pl.DataFrame, position: str, probe: str = "logreg") -> alt.FacetChart:
     """All models on one chart: the score at `position` against layer / n_layers; one panel per
     dataset and score (`probe`'s accuracy, or ridge's R2 with one line per target), and per site
@@ -431,19 +363,15 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
         answered, counts = (answers or {}).get((model, dataset), (None, None))
         if answered is not None:
             charts.append(("answer_confusion", answer_confusion(answered, model, dataset, note)))
-        ran = set() if causal is None else set(causal.filter(model=model, dataset=dataset)["experiment"])
-        if "ablation" in ran:
-            charts.append(("ablation_by_layer", ablation_by_layer(causal, model, dataset, note)))
-        if "patching" in ran:
-            charts.append(("patching_by_layer", patching_by_layer(causal, model, dataset, note)))
+        causal_charts, readings = causal_section(causal, model, dataset, note)
+        charts += causal_charts
         for name, chart in charts:
             save(chart, out_dir / model / dataset / name)
         sections.append(f"<h2>{html.escape(model)} on {html.escape(dataset)}</h2>"
                         + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
                         + _beats_the_words(summary.filter(model=model, dataset=dataset))
                         + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
-                        + (_ablation_reading(causal, model, dataset) if "ablation" in ran else "")
-                        + (_patching_reading(causal, model, dataset) if "patching" in ran else "")
+                        + readings
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
     save(relative_depth(sited, position, probe), out_dir / "relative_depth")
     summary.write_csv(out_dir / "summary.csv")

@@ -7,6 +7,7 @@ rule causal_experiment:
         table=prepared_table,
         answers="results/answers/{model}/{dataset}.parquet",
         parts=causal_parts,
+        directions=lambda wc: [path for _, path in causal_directions(wc)],
     output:
         table="results/causal/{model}/{dataset}/{experiment}.parquet",
     params:
@@ -14,6 +15,7 @@ rule causal_experiment:
         n_layers=lambda wc: N_LAYERS[wc.model],
         centres=lambda wc: CAUSAL_CENTRES[wc.model],
         shards=causal_shards,  # [layer, site, shard file]: the activations at position -1 it reads
+        directions=causal_directions,  # [layer, file]: promotion's saved probe directions
         settings=lambda wc: causal_settings(wc.experiment),
         seed=config["seed"],
         device=config["extraction"]["device"],

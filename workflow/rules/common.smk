@@ -99,7 +99,7 @@ wildcard_constraints:
     part=PART_PATTERN,
     site="|".join(re.escape(f".{site}") for site in SITE_ORDER[1:]) + "|",  # "" = the residual stream
     probe="|".join(map(re.escape, CLASSIFIERS)),
-    experiment="ablation|patching",
+    experiment="ablation|patching|heads|promotion|steering",
 
 
 def on_retry(amount):
@@ -331,20 +331,32 @@ def comparisons():
 
 
 # Causal experiments (config `causal`, workflow/rules/causal.smk): decoder LMs whose answers are
-# read, on datasets with classes; each layer >= 1 of the config's `layers` is a centre.
+# read, on datasets with classes (steering: also with the steered appraisals as targets); each
+# layer >= 1 of the config's `layers` is a centre.
 CAUSAL = config["causal"]
-CAUSAL_RUNS = [(model, dataset) for model in DECODERS for dataset in CLASSIFIED if answered(model, dataset)]
 CAUSAL_CENTRES = {model: [layer for layer in LAYERS[model] if layer >= 1] for model in MODELS}
+STEERED = [dataset for dataset in CLASSIFIED if set(CAUSAL["steering"]["appraisals"]) <= set(PLANS[dataset]["targets"])]
+# The experiments that add a direction to the residual stream (read from its shards at position -1).
+DIRECTED = ("promotion", "steering")
+
+
+def causal_runs(experiment):
+    """The (model, dataset) pairs an experiment runs on."""
+    datasets = STEERED if experiment == "steering" else CLASSIFIED
+    return [(model, dataset) for model in DECODERS for dataset in datasets if answered(model, dataset)]
 
 
 def causal_settings(experiment):
     """An experiment's own settings (its params: changing another's reruns nothing here)."""
-    return {"sites": CAUSAL["sites"], **CAUSAL[experiment]}
+    if experiment in ("ablation", "patching"):
+        return {"sites": CAUSAL["sites"], **CAUSAL[experiment]}
+    return CAUSAL.get(experiment, {})
 
 
 def _reads_shards(experiment):
     """Whether an experiment reads activations from the extraction shards."""
-    return experiment == "patching" or bool({"mean", "random"} & set(CAUSAL["ablation"]["kinds"]))
+    return experiment in ("patching", *DIRECTED) or (
+        experiment == "ablation" and bool({"mean", "random"} & set(CAUSAL["ablation"]["kinds"])))
 
 
 def causal_pairs(model, experiment):
@@ -355,12 +367,23 @@ def causal_pairs(model, experiment):
 
     span = CAUSAL[experiment]["span"]
     layers = {layer for centre in CAUSAL_CENTRES[model] for layer in centred_span(centre, span, N_LAYERS[model])}
-    return [(layer, site) for layer in sorted(layers) for site in CAUSAL["sites"]]
+    sites = [RESIDUAL] if experiment in DIRECTED else CAUSAL["sites"]
+    return [(layer, site) for layer in sorted(layers) for site in sites]
+
+
+def promotion_probe():
+    """The linear probe whose saved directions emotion promotion adds."""
+    return CAUSAL["promotion"]["probe"] or LINEAR_PROBES[0]
+
+
+def _causal_fix(experiment):
+    return {"ablation": "or drop the mean and random kinds from `causal.ablation.kinds`"}.get(
+        experiment, f"or drop {experiment} from `causal.experiments`")
 
 
 def check_causal():
     """Stop before any job where the causal experiments cannot run as configured; say which
-    models and datasets they skip (encoders, datasets without classes)."""
+    models and datasets they skip (encoders, datasets without classes or appraisals)."""
     if not CAUSAL["experiments"]:
         return
     if not config["answers"]:
@@ -369,22 +392,40 @@ def check_causal():
     if skipped:
         print(f"emoprobe: causal experiments do not apply to {', '.join(skipped)} (they need a decoder LM and a "
               "dataset with classes); everything else runs.", file=sys.stderr)
+    if "steering" in CAUSAL["experiments"]:
+        appraisals = CAUSAL["steering"]["appraisals"]
+        if not STEERED:
+            raise WorkflowError(f"appraisal steering moves along the ridge directions of the appraisals {appraisals}, "
+                                "which no dataset with classes has as `targets`: add them to a dataset's `targets` "
+                                "(crowd_envent has 21), or drop steering from `causal.experiments`.")
+        if unsteered := sorted(set(CLASSIFIED) - set(STEERED)):
+            print(f"emoprobe: appraisal steering skips {', '.join(unsteered)} (no `targets` {appraisals}).",
+                  file=sys.stderr)
+    if "promotion" in CAUSAL["experiments"]:
+        if not LINEAR_PROBES:
+            raise WorkflowError("emotion promotion adds a linear probe's saved direction: add a logreg entry to "
+                                "`probes`, or drop promotion from `causal.experiments`.")
+        if promotion_probe() not in LINEAR_PROBES:
+            raise WorkflowError(f"`causal.promotion.probe` is '{promotion_probe()}', which is not one of the linear "
+                                f"`probes` {LINEAR_PROBES}: name one of them.")
     for experiment in CAUSAL["experiments"]:
         if not _reads_shards(experiment):
             continue
-        what = ("causal ablation's mean and random kinds read" if experiment == "ablation"
-                else "activation patching reads")
-        fix = "or drop the mean and random kinds from `causal.ablation.kinds`" if experiment == "ablation" else \
-            "or drop patching from `causal.experiments`"
-        if missing := [site for site in CAUSAL["sites"] if site not in SITES]:
-            raise WorkflowError(f"{what} the sites {missing} from the extraction shards: add them to `sites` ({fix}).")
+        what = {"ablation": "causal ablation's mean and random kinds read", "patching": "activation patching reads",
+                "promotion": "emotion promotion reads (for the residual norms)",
+                "steering": "appraisal steering reads (for the ridge directions)"}[experiment]
+        sites = [RESIDUAL] if experiment in DIRECTED else CAUSAL["sites"]
+        if missing := [site for site in sites if site not in SITES]:
+            raise WorkflowError(f"{what} the sites {missing} from the extraction shards: add them to `sites` "
+                                f"({_causal_fix(experiment)}).")
         if -1 not in POSITIONS:
-            raise WorkflowError(f"{what} position -1 from the extraction shards: add -1 to `positions` ({fix}).")
-        for model, _ in CAUSAL_RUNS:
+            raise WorkflowError(f"{what} position -1 from the extraction shards: add -1 to `positions` "
+                                f"({_causal_fix(experiment)}).")
+        for model, _ in causal_runs(experiment):
             if missing := sorted({layer for layer, _ in causal_pairs(model, experiment)} - set(LAYERS[model])):
                 raise WorkflowError(f"{what} layers {missing} of model '{model}' (spans of {CAUSAL[experiment]['span']} "
                                     f"layers around each of `layers`) from the extraction shards, which `layers` "
-                                    f"leaves out: set `layers: all` ({fix}).")
+                                    f"leaves out: set `layers: all` ({_causal_fix(experiment)}).")
 
 
 check_causal()
@@ -403,15 +444,31 @@ def causal_parts(wildcards):
     return sorted({str(Path(path).parent) for _, _, path in causal_shards(wildcards)})
 
 
+def causal_directions(wildcards):
+    """[layer, file] of the saved linear-probe directions (residual stream, the part holding position
+    -1) that emotion promotion adds at each layer it edits; none for the other experiments."""
+    if wildcards.experiment != "promotion":
+        return []
+    plan = PARTS[wildcards.model, wildcards.dataset]
+    return [[layer, f"results/probes/{wildcards.model}/{wildcards.dataset}/layer_{layer}/positions_"
+                    f"{part_positions(plan[layer, RESIDUAL, -1])}.{promotion_probe()}.directions.safetensors"]
+            for layer, _ in causal_pairs(wildcards.model, wildcards.experiment)]
+
+
+CAUSAL_FIGURES = {"ablation": ("ablation_by_layer",), "patching": ("patching_by_layer",),
+                  "heads": ("heads_heatmap",), "promotion": ("promotion_by_layer",),
+                  "steering": ("steering_by_layer", "steering_heatmap")}
+
+
 def causal_figures(suffix):
     """The report's causal charts of every model x dataset they ran on, as .png or .html."""
-    return [f"results/report/{model}/{dataset}/{experiment}_by_layer.{suffix}" for model, dataset in CAUSAL_RUNS
-            for experiment in CAUSAL["experiments"]]
+    return [f"results/report/{model}/{dataset}/{figure}.{suffix}" for experiment in CAUSAL["experiments"]
+            for model, dataset in causal_runs(experiment) for figure in CAUSAL_FIGURES[experiment]]
 
 
 def causal_tables():
-    return [f"results/causal/{model}/{dataset}/{experiment}.parquet" for model, dataset in CAUSAL_RUNS
-            for experiment in CAUSAL["experiments"]]
+    return [f"results/causal/{model}/{dataset}/{experiment}.parquet" for experiment in CAUSAL["experiments"]
+            for model, dataset in causal_runs(experiment)]
 
 
 CLASSIFICATION_FIGURES = ("accuracy_by_layer", "layer_position_heatmap") + (

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import log_softmax
+from scipy.stats import spearmanr
 
 from .. import bootstrap
 
 METRICS = ("accuracy_change", "logprob_change", "flip_rate", "kl")
 PATCHING_METRICS = ("flip_to_source", "normalised_logit_difference")
+PROMOTION_METRICS = ("promotion_rate", "logprob_change")
+STEERING_METRICS = ("agreement", "logprob_change")
 
 
 def effects(clean: np.ndarray, edited: np.ndarray, labels: np.ndarray, seed: int = 0,
@@ -51,3 +54,41 @@ def patching_effects(target: np.ndarray, source: np.ndarray, patched: np.ndarray
     return {"flip_to_source": bootstrap.mean_ci(flipped, n_resamples, seed),
             "normalised_logit_difference": bootstrap.ratio_ci(gap(patched) - gap(target), gap(source) - gap(target),
                                                               n_resamples, seed)}
+
+
+def promotion_effects(clean: np.ndarray, edited: np.ndarray, emotions: np.ndarray, seed: int = 0,
+                      n_resamples: int = 1000) -> dict[int | None, dict[str, tuple[float, float, float]]]:
+    """{emotion column: {metric: (value, 95% CI low, high)}} from the clean logits [N, L] and those
+    of the runs [N, E, L] that promote each of `emotions` [E] (columns; the random control's one run
+    repeated for each): promotion_rate, the share of the texts whose clean answer is not the
+    emotion whose edited answer is; logprob_change, the mean change of the emotion's
+    log-probability over all texts. Key None: promotion_rate over all emotions (successes over
+    eligible (text, emotion) pairs, texts resampled)."""
+    log_clean = log_softmax(clean.astype(np.float64), 1)
+    log_edited = log_softmax(edited.astype(np.float64), 2)
+    eligible = clean.argmax(1)[:, None] != emotions[None, :]  # [N, E]
+    success = eligible & (edited.argmax(2) == emotions[None, :])
+    out = {}
+    for index, emotion in enumerate(emotions):
+        rate = (bootstrap.mean_ci(success[eligible[:, index], index], n_resamples, seed)
+                if eligible[:, index].any() else (np.nan,) * 3)
+        out[int(emotion)] = {"promotion_rate": rate,
+                             "logprob_change": bootstrap.mean_ci(log_edited[:, index, emotion] - log_clean[:, emotion],
+                                                                 n_resamples, seed)}
+    out[None] = {"promotion_rate": bootstrap.ratio_ci(success.sum(1), eligible.sum(1), n_resamples, seed)}
+    return out
+
+
+def steering_effects(clean: np.ndarray, edited: np.ndarray, expected: np.ndarray, seed: int = 0,
+                     n_resamples: int = 1000) -> tuple[tuple[float, float, float], list[tuple[float, float, float]]]:
+    """(agreement, [logprob_change per emotion column]) of one edit's logits [N, L] against the clean
+    ones: agreement, the Spearman correlation over emotions between the mean change of each
+    emotion's log-probability and `expected` [L] (the change the human data expects); each with a
+    percentile bootstrap CI over the texts."""
+    change = log_softmax(edited.astype(np.float64), 1) - log_softmax(clean.astype(np.float64), 1)
+
+    def agreement(means):
+        return spearmanr(means, expected).statistic
+
+    return (bootstrap.mean_statistic_ci(change, agreement, n_resamples, seed),
+            [bootstrap.mean_ci(change[:, column], n_resamples, seed) for column in range(change.shape[1])])
