@@ -414,8 +414,9 @@ def test_ratio_interval_against_a_loop():
 
 
 def test_causal_preset_validates_and_plans_its_jobs(tmp_path):
-    """config/causal.yaml over config/config.yaml: SmolLM2's three sites at -1, and both
-    experiments' jobs planned on top of the default run's."""
+    """config/causal.yaml over config/config.yaml: SmolLM2's three sites at -1, and the five
+    experiments' jobs planned on top of the default run's, with the directions promotion adds
+    and the appraisal ridge probes steering needs."""
     import yaml
 
     require_smollm2()
@@ -425,5 +426,8 @@ def test_causal_preset_validates_and_plans_its_jobs(tmp_path):
     result = run_snakemake(tmp_path, config, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     counts = job_counts(result.stdout + result.stderr)
-    assert (counts["causal_experiment"], counts["aggregate_causal"], counts["fit_probe"]) == (2, 1, 91)
-    assert "results/causal/smollm2-135m-instruct/crowd_envent/patching.parquet" in result.stdout
+    assert (counts["causal_experiment"], counts["aggregate_causal"], counts["fit_probe"]) == (5, 1, 91)
+    assert counts["save_directions"] == 30  # the residual stream at layers 1-30, for promotion
+    assert counts["fit_ridge"] == 91  # the five appraisals at every layer and site
+    for experiment in ("ablation", "patching", "heads", "promotion", "steering"):
+        assert f"results/causal/smollm2-135m-instruct/crowd_envent/{experiment}.parquet" in result.stdout
