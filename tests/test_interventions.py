@@ -297,6 +297,13 @@ def test_mean_ablation_uses_the_shards_mean(ablation_run, tmp_path):
     ({"answers": False}, r"set `answers: true`"),
     ({"causal": {"experiments": ["patching"]}, "sites": ["residual"]},
      r"activation patching reads the sites \['attn_out', 'mlp_out'\] .*drop patching"),
+    ({"causal": {"experiments": ["steering"], "steering": {"appraisals": ["urgency"]}}},
+     r"appraisal steering moves along the ridge directions of the appraisals \['urgency'\].*add them to a "
+     r"dataset's `targets`"),
+    ({"causal": {"experiments": ["promotion"], "promotion": {"probe": "mlp"}}},
+     r"`causal.promotion.probe` is 'mlp', which is not one of the linear `probes` \['logreg'\]"),
+    ({"causal": {"experiments": ["heads", "promotion"]}, "positions": [-2]},
+     r"emotion promotion reads \(for the residual norms\) position -1 .*drop promotion"),
 ])
 def test_causal_settings_that_cannot_run_stop_before_any_job(tiny_models, tmp_path, changes, message):
     result = run_snakemake(tmp_path, _causal_config(tiny_models["llama"]["left"], **changes), "-n")

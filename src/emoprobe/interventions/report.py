@@ -183,7 +183,7 @@ def steering_heatmap(causal: pl.DataFrame, model: str, dataset: str, note: str) 
                                           (expected, "expected", "expected (human labels on ratings)"))]
     return alt.hconcat(*panels).resolve_scale(color="independent").properties(title=_title(
         f"{model} on {dataset}: change of each emotion's log-probability, appraisal steered up",
-        [f"at the centre layer {layer}, where the mean agreement over appraisals is highest"], note))
+        [f"at the centre layer {layer}, where the mean agreement over appraisals and directions is highest"], note))
 
 
 def _best_steering_layer(data: pl.DataFrame) -> int:
