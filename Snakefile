@@ -21,6 +21,7 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/causal.smk"
+include: "workflow/rules/geometry.smk"
 
 
 rule all:

@@ -166,6 +166,7 @@ def _causal_config(model_dir, **changes) -> dict:
         "causal": {"experiments": ["ablation", "patching", "heads", "promotion", "steering"], "max_texts": 26,
                    "patching": {"n_pairs": 20}, "promotion": {"max_texts": None, "alphas": [0.5, 4.0]},
                    "steering": {"appraisals": ["pleasantness", "predict_event"], "max_texts": 20}},
+        "geometry": {"enabled": True, "n_permutations": 200},
         "models": {"tiny": {"source": "local", "path": str(model_dir)}},
         "datasets": {"crowd_envent": {"type": "crowd_envent", "max_per_class": 4,
                                       "targets": ["pleasantness", "predict_event"]}},
@@ -226,6 +227,50 @@ def test_ablation_rule_writes_its_table_metrics_and_report(ablation_run):
                     "Adding an emotion&#x27;s probe direction (26 texts)", "Steering along an appraisal&#x27;s direction (20 texts)"):
         assert reading in index
     assert run_snakemake(ablation_run["workdir"], ablation_run["config"], "-n").stdout.count("causal_experiment") == 0
+
+
+def test_geometry_table_matches_the_direction_files(ablation_run):
+    """The geometry rule's cosines, principal-map variance and RSA recomputed with numpy from the
+    saved direction files (read here with safetensors) and the prepared table's ratings."""
+    import json
+
+    from safetensors import safe_open
+    from scipy.stats import spearmanr
+
+    workdir = ablation_run["workdir"]
+    table = pl.read_parquet(workdir / "results" / "geometry" / "tiny" / "crowd_envent.parquet")
+    weights = {}
+    for layer in (1, 2, 3):
+        (path,) = (workdir / "results" / "probes" / "tiny" / "crowd_envent" / f"layer_{layer}").glob("*.logreg.directions.safetensors")
+        with safe_open(str(path), "numpy") as file:
+            weights[layer] = file.get_tensor("weight")[json.loads(file.metadata()["positions"]).index(-1)]
+    unit = {layer: w / np.linalg.norm(w, axis=1, keepdims=True) for layer, w in weights.items()}
+    across = table.filter(analysis="layer_similarity", layer=1, layer_b=3)
+    assert across.filter(emotion="mean")["value"][0] == pytest.approx(np.mean(np.sum(unit[1] * unit[3], axis=1)))
+    assert across.filter(emotion="joy")["value"][0] == pytest.approx(unit[1][5] @ unit[3][5])  # joy: label id 5
+    within = table.filter(analysis="emotion_similarity", layer=2, emotion="anger", emotion_b="fear")
+    assert within["value"][0] == pytest.approx(unit[2][0] @ unit[2][3])
+    centred = unit[2] - unit[2].mean(axis=0)
+    variance = np.linalg.svd(centred, compute_uv=False) ** 2
+    explained = table.filter(analysis="principal_map", layer=2, metric="explained_pc1")["value"][0]
+    assert explained == pytest.approx(variance[0] / variance.sum())
+    prepared = pl.read_parquet(workdir / "results" / "data" / "crowd_envent.parquet")
+    ratings = prepared.select("pleasantness", "predict_event").to_numpy().astype(float)
+    z = (ratings - ratings.mean(0)) / ratings.std(0)
+    profiles = np.stack([z[prepared["label_id"].to_numpy() == k].mean(0) for k in range(13)])
+    profiles /= np.linalg.norm(profiles, axis=1, keepdims=True)
+    upper = np.triu_indices(13, 1)
+    rsa = table.filter(analysis="rsa", layer=2).row(0, named=True)
+    assert rsa["value"] == pytest.approx(spearmanr((unit[2] @ unit[2].T)[upper], (profiles @ profiles.T)[upper]).statistic)
+    assert rsa["ci_low"] <= rsa["value"] <= rsa["ci_high"] and 1 / 201 <= rsa["p_value"] <= 1
+    # layer 0 at -1 is the embedding of the same last token in every prompt: its directions are zero
+    assert table.filter(analysis="valence")["layer"].to_list() == [1, 2, 3] and set(table["position"]) == {"-1"}
+    metrics = pl.read_parquet(workdir / "results" / "metrics" / "geometry.parquet")
+    assert metrics.equals(table)
+    report = workdir / "results" / "report"
+    for chart in ("direction_layer_similarity", "emotion_map", "rsa_by_layer"):
+        assert (report / "tiny" / "crowd_envent" / f"{chart}.png").stat().st_size > 5000
+    assert "The emotion space looks most like the human one at layer" in (report / "index.html").read_text()
 
 
 def _ablated_logits(model, tokenizer, prompts, label_tokens, outputs: dict) -> np.ndarray:

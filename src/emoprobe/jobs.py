@@ -655,11 +655,16 @@ def _steering(smk, table, rows, columns, token_lists, runner, clean) -> tuple[li
     return out, len(rows)
 
 
-def aggregate_causal(smk) -> None:
+def _concatenate(smk, what: str) -> None:
+    """The job's input tables, one under the other (columns one lacks left null), as parquet and csv."""
     tables = pl.concat([pl.read_parquet(path) for path in smk.input.tables], how="diagonal_relaxed")
     tables.write_parquet(smk.output.parquet)
     tables.write_csv(smk.output.csv)
-    log.info("%d causal metric rows from %d tables", tables.height, len(smk.input.tables))
+    log.info("%d %s rows from %d tables", tables.height, what, len(smk.input.tables))
+
+
+def aggregate_causal(smk) -> None:
+    _concatenate(smk, "causal metric")
 
 
 def aggregate_metrics(smk) -> None:
@@ -689,6 +694,94 @@ def build_report(smk) -> None:
     answers = {(model, dataset): (pl.read_parquet(table), pl.read_parquet(counts))
                for (model, dataset), table, counts in zip(smk.params.answered, smk.input.answers, smk.input.classes)}
     causal = pl.read_parquet(smk.input.causal[0]) if smk.input.causal else None
+    geometry = pl.read_parquet(smk.input.geometry[0]) if smk.input.geometry else None
     index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance,
-                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers, answers, causal)
+                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers, answers, causal,
+                  geometry)
     log.info("report written to %s", index)
+
+
+def probe_geometry(smk) -> None:
+    """The geometry of one model x dataset's saved directions (geometry.py) at every layer, one tidy
+    table: layer x layer cosine per emotion and their mean, emotion x emotion cosine and the 2-D
+    principal map per layer, and, where the prepared table holds appraisal targets, the RSA with the
+    emotions' mean appraisal profiles (and with pleasantness among them, the valence alignment)."""
+    from safetensors import safe_open
+
+    from . import geometry
+    from .data.prepare import target_columns
+    from .interventions.promotion import probe_directions
+
+    p = smk.params
+    table = pl.read_parquet(smk.input.table)
+    class_ids = np.sort(table["label_id"].unique().to_numpy())
+    label_of = dict(table.select("label_id", "label").unique().iter_rows())
+    names = [label_of[int(i)] for i in class_ids]
+    directions, layers = [], []
+    for layer, path in zip(p.layers, smk.input.directions):
+        with safe_open(path, "numpy") as file:
+            metadata = file.metadata()
+            weight = file.get_tensor("weight")[json.loads(metadata["positions"]).index(p.position)]
+        if json.loads(metadata["label_ids"]) != class_ids.tolist():
+            raise EmoprobeError(f"{path} holds directions for label ids {metadata['label_ids']}, the dataset has "
+                                f"{class_ids.tolist()}: the geometry needs one per emotion (probe `subset: all`).")
+        if not np.linalg.norm(weight, axis=-1).all():
+            log.info("layer %d left out: a direction is zero there (activations that do not vary over the texts, "
+                     "e.g. the embedding of the prompt's fixed last token)", layer)
+            continue
+        directions.append(probe_directions(weight, len(class_ids)))
+        layers.append(layer)
+    if len(layers) < 2:
+        raise EmoprobeError(f"the geometry of {smk.wildcards.model} on {smk.wildcards.dataset} needs the directions of "
+                            f"two layers or more; layers {layers} of {list(p.layers)} have them.")
+    rows = []
+    similarity = geometry.layer_similarity(directions)
+    for index, name in [(None, "mean"), *enumerate(names)]:
+        matrix = similarity.mean(axis=0) if index is None else similarity[index]
+        rows += [{"analysis": "layer_similarity", "layer": a, "layer_b": b, "emotion": name, "metric": "cosine",
+                  "value": float(matrix[i, j])} for i, a in enumerate(layers) for j, b in enumerate(layers)]
+    targets = target_columns(table)
+    labels = np.searchsorted(class_ids, table["label_id"].to_numpy())
+    human = None
+    if len(targets) >= 2:
+        profiles = geometry.appraisal_profiles(table.select(targets).to_numpy().astype(np.float64), labels,
+                                               len(class_ids))
+        human = geometry.cosine_matrix(profiles)
+        rows += [{"analysis": "human_similarity", "emotion": a, "emotion_b": b, "metric": "cosine",
+                  "value": float(human[i, j])} for i, a in enumerate(names) for j, b in enumerate(names)]
+    for layer, layer_directions in zip(layers, directions):
+        cosine = geometry.cosine_matrix(layer_directions)
+        rows += [{"analysis": "emotion_similarity", "layer": layer, "emotion": a, "emotion_b": b, "metric": "cosine",
+                  "value": float(cosine[i, j])} for i, a in enumerate(names) for j, b in enumerate(names)]
+        coordinates, explained = geometry.principal_map(layer_directions)
+        rows += [{"analysis": "principal_map", "layer": layer, "emotion": name, "metric": f"pc{c + 1}",
+                  "value": float(coordinates[i, c])} for i, name in enumerate(names) for c in range(2)]
+        rows += [{"analysis": "principal_map", "layer": layer, "metric": f"explained_pc{c + 1}",
+                  "value": float(explained[c])} for c in range(2)]
+        if human is not None:
+            rows.append({"analysis": "rsa", "layer": layer, "metric": "spearman",
+                         **geometry.rsa(cosine, human, p.n_permutations, seed=p.seed)})
+            if "pleasantness" in targets:
+                pleasantness = profiles[:, targets.index("pleasantness")]
+                rows.append({"analysis": "valence", "layer": layer, "metric": "pc1_pleasantness_abs_r",
+                             "value": geometry.valence_alignment(coordinates, pleasantness)})
+    schema = {"analysis": pl.String, "layer": pl.Int64, "layer_b": pl.Int64, "emotion": pl.String,
+              "emotion_b": pl.String, "metric": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
+              "ci_high": pl.Float64, "p_value": pl.Float64}
+    result = pl.DataFrame(rows, schema=schema).select(
+        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.dataset).alias("dataset"),
+        pl.lit(position_label(p.position)).alias("position"), pl.lit(p.probe).alias("probe"), pl.all())
+    adjacent = [similarity.mean(axis=0)[i, i + 1] for i in range(len(layers) - 1)]
+    settled = next((layers[i] for i, value in enumerate(adjacent) if value > 0.9), None)
+    log.info("adjacent-layer similarity of the directions first exceeds 0.9 at layer %s (mean over emotions)", settled)
+    rsa = result.filter(analysis="rsa")
+    if not rsa.is_empty():
+        best = rsa.sort("value", descending=True).row(0, named=True)
+        log.info("RSA with the human appraisal profiles (%d targets) is highest at layer %d: Spearman %.3f [%.3f, %.3f], "
+                 "permutation p %.4f", len(targets), best["layer"], best["value"], best["ci_low"], best["ci_high"],
+                 best["p_value"])
+    _write(result, smk.output.table)
+
+
+def aggregate_geometry(smk) -> None:
+    _concatenate(smk, "geometry")

@@ -42,10 +42,10 @@ def position_label(position: Position | None) -> str | None:
     return None if position is None else str(position)
 
 
-def nearest_end(labels: Iterable[str]) -> str:
-    """The label of the fixed position nearest the end of the prompt, else text_last, else text_mean:
-    the position a chart of one position shows by default."""
-    return max(labels, key=_rank)
+def nearest_end(positions: Iterable[Position]) -> Position:
+    """The fixed position nearest the end of the prompt, else text_last, else text_mean (as given:
+    positions or their labels): the position a chart of one position shows by default."""
+    return max(positions, key=lambda position: _rank(str(position)))
 
 
 def _rank(label: str) -> int:

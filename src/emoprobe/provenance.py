@@ -33,6 +33,8 @@ STAGES = {
     "report": "build_report",
     "causal": "causal_experiment",
     "causal_aggregate": "aggregate_causal",
+    "geometry": "probe_geometry",
+    "geometry_aggregate": "aggregate_geometry",
 }
 
 

@@ -11,6 +11,7 @@ import polars as pl
 
 from .aggregate import majority_rate, scored, select, summarise
 from .answer_metrics import TOP1_METRIC, confusion
+from .geometry_report import geometry_section
 from .interventions.report import causal_section
 from .positions import TEXT_MEAN, nearest_end, sort_order
 from .registry import ANSWER, control_name
@@ -317,7 +318,7 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
                  tolerance: float, vs_lexical: pl.DataFrame | None = None,
                  twins: dict[str, list[str]] | None = None, classifiers: Sequence[str] = ("logreg",),
                  answers: dict[tuple[str, str], tuple[pl.DataFrame, pl.DataFrame]] | None = None,
-                 causal: pl.DataFrame | None = None) -> Path:
+                 causal: pl.DataFrame | None = None, geometry: pl.DataFrame | None = None) -> Path:
     """Write every figure and results/report/index.html; return the index path.
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
@@ -330,7 +331,8 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     compares them. `answers`: {(model, dataset): (answers table, counts per class)} of the
     models' own answers (answers.py): a confusion matrix, a sentence and the counts per class.
     `causal`: the causal experiments' table (jobs.causal_experiment): per experiment a chart and a
-    paragraph reading it, per model x dataset it covers.
+    paragraph reading it, per model x dataset it covers. `geometry`: the probe geometry's table
+    (jobs.probe_geometry): its charts and a paragraph, likewise.
     """
     out_dir = Path(out_dir)
     held = metrics["position"].drop_nulls().unique().to_list()
@@ -364,14 +366,15 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
         if answered is not None:
             charts.append(("answer_confusion", answer_confusion(answered, model, dataset, note)))
         causal_charts, readings = causal_section(causal, model, dataset, note)
-        charts += causal_charts
+        geometry_charts, geometry_reading = geometry_section(geometry, model, dataset, note)
+        charts += causal_charts + geometry_charts
         for name, chart in charts:
             save(chart, out_dir / model / dataset / name)
         sections.append(f"<h2>{html.escape(model)} on {html.escape(dataset)}</h2>"
                         + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
                         + _beats_the_words(summary.filter(model=model, dataset=dataset))
                         + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
-                        + readings
+                        + readings + geometry_reading
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
     save(relative_depth(sited, position, probe), out_dir / "relative_depth")
     summary.write_csv(out_dir / "summary.csv")

@@ -14,6 +14,7 @@ from emoprobe.config import random_init_twins, resolve_layers, resolve_template,
 from emoprobe.data.prepare import probe_plan
 from emoprobe.errors import EmoprobeError
 from emoprobe.models import ModelInfoCache, check_pinned_sha256, resolve_dtype
+from emoprobe.positions import nearest_end
 from emoprobe.parts import PART_PATTERN, POSITIONS_PATTERN, parse_part, part_positions, plan_parts
 from emoprobe.provenance import code_fingerprint
 from emoprobe.registry import LINEAR
@@ -444,15 +445,61 @@ def causal_parts(wildcards):
     return sorted({str(Path(path).parent) for _, _, path in causal_shards(wildcards)})
 
 
+def direction_file(model, dataset, layer, position, probe):
+    """The saved directions (rule save_directions) of a linear probe of the residual stream at a
+    layer, in the extraction part that holds `position` there."""
+    part = PARTS[model, dataset][layer, RESIDUAL, position]
+    return (f"results/probes/{model}/{dataset}/layer_{layer}/positions_{part_positions(part)}.{probe}"
+            ".directions.safetensors")
+
+
 def causal_directions(wildcards):
-    """[layer, file] of the saved linear-probe directions (residual stream, the part holding position
-    -1) that emotion promotion adds at each layer it edits; none for the other experiments."""
+    """[layer, file] of the saved linear-probe directions (residual stream, position -1) that
+    emotion promotion adds at each layer it edits; none for the other experiments."""
     if wildcards.experiment != "promotion":
         return []
-    plan = PARTS[wildcards.model, wildcards.dataset]
-    return [[layer, f"results/probes/{wildcards.model}/{wildcards.dataset}/layer_{layer}/positions_"
-                    f"{part_positions(plan[layer, RESIDUAL, -1])}.{promotion_probe()}.directions.safetensors"]
+    return [[layer, direction_file(wildcards.model, wildcards.dataset, layer, -1, promotion_probe())]
             for layer, _ in causal_pairs(wildcards.model, wildcards.experiment)]
+
+
+# The geometry of the saved directions (config `geometry`, workflow/rules/geometry.smk): every
+# layer's residual stream at the fixed position nearest the end, of the first linear probe.
+GEOMETRY = config["geometry"]["enabled"]
+GEOMETRY_POSITION = nearest_end(POSITIONS)
+
+
+def check_geometry():
+    """Stop before any job where the geometry cannot be computed as configured."""
+    if not GEOMETRY:
+        return
+    if not LINEAR_PROBES:
+        raise WorkflowError("`geometry` reads the saved directions of a linear probe: add a logreg entry to `probes`, "
+                            "or set `geometry.enabled: false`.")
+    if RESIDUAL not in SITES:
+        raise WorkflowError("`geometry` reads the probes' directions in the residual stream: add residual to `sites`, "
+                            "or set `geometry.enabled: false`.")
+    if not CLASSIFIED:
+        raise WorkflowError("`geometry` compares the directions of classes: configure a dataset with classes, or set "
+                            "`geometry.enabled: false`.")
+
+
+check_geometry()
+
+
+def geometry_directions(model, dataset):
+    return [direction_file(model, dataset, layer, GEOMETRY_POSITION, LINEAR_PROBES[0]) for layer in LAYERS[model]]
+
+
+def geometry_figures(suffix):
+    """The report's geometry charts of every model x dataset, as .png or .html (the RSA where the
+    dataset has two or more appraisal targets)."""
+    return [f"results/report/{model}/{dataset}/{figure}.{suffix}" for model in MODELS for dataset in CLASSIFIED
+            for figure in ("direction_layer_similarity", "emotion_map")
+            + (("rsa_by_layer",) if len(PLANS[dataset]["targets"]) >= 2 else ()) if GEOMETRY]
+
+
+def geometry_tables():
+    return [f"results/geometry/{model}/{dataset}.parquet" for model in MODELS for dataset in CLASSIFIED] if GEOMETRY else []
 
 
 CAUSAL_FIGURES = {"ablation": ("ablation_by_layer",), "patching": ("patching_by_layer",),
@@ -509,4 +556,5 @@ def directions():
 def all_targets():
     return ["results/metrics/probe_metrics.parquet", "results/metrics/vs_lexical.parquet",
             "results/report/index.html"] + directions() + (
-        ["results/metrics/causal_metrics.parquet"] if causal_tables() else [])
+        ["results/metrics/causal_metrics.parquet"] if causal_tables() else []) + (
+        ["results/metrics/geometry.parquet"] if GEOMETRY else [])

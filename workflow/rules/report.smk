@@ -5,6 +5,7 @@ rule build_report:
         answers=answer_files(),
         classes=answer_files(".classes.parquet"),
         causal=["results/metrics/causal_metrics.parquet"] if causal_tables() else [],
+        geometry=["results/metrics/geometry.parquet"] if GEOMETRY else [],
     output:
         index="results/report/index.html",
         relative_depth=report(
@@ -32,7 +33,12 @@ rule build_report:
             caption="../report/causal.rst",
             category="Per model and dataset",
         ),
-        interactive=report_figures("html") + answer_figures("html") + causal_figures("html")
+        geometry_figures=report(
+            geometry_figures("png"),
+            caption="../report/geometry.rst",
+            category="Per model and dataset",
+        ),
+        interactive=report_figures("html") + answer_figures("html") + causal_figures("html") + geometry_figures("html")
         + ["results/report/relative_depth.html"],
         summary="results/report/summary.csv",
     params:
