@@ -193,10 +193,23 @@ def _check_dataset_spec(name: str, spec: dict) -> None:
     if not plan["classification"] and not plan["targets"]:
         raise ConfigError(f"config key 'datasets.{name}': nothing to probe: this {spec['type']} dataset has "
                           "neither class labels nor regression targets (custom: set `label_column` and/or "
-                          "`target_columns`).")
-    if spec["type"] == "custom" and not Path(spec["path"]).is_file():
-        raise ConfigError(f"config key 'datasets.{name}.path': {spec['path']!r} does not exist (a relative path "
-                          f"starts at the working directory, {Path.cwd()}); fix the path or create the file.")
+                          "`target_columns`; with `format: lines`, `labels_path`).")
+    if spec["type"] != "custom":
+        return
+    lines = spec["format"] == "lines"
+    for key in ("path", "labels_path", "label_names_path"):
+        if key != "path" and spec[key] is not None and not lines:
+            raise ConfigError(f"config key 'datasets.{name}.{key}' is for parallel line files: set `format: lines`, "
+                              "or drop it.")
+        if spec[key] is not None and not Path(spec[key]).is_file():
+            raise ConfigError(f"config key 'datasets.{name}.{key}': {spec[key]!r} does not exist (a relative path "
+                              f"starts at the working directory, {Path.cwd()}); fix the path or create the file.")
+    if lines and spec["label_names_path"] is not None and spec["labels_path"] is None:
+        raise ConfigError(f"config key 'datasets.{name}.label_names_path' names the ids of `labels_path`, which is "
+                          "not set: set `labels_path` to the file of label ids.")
+    if lines and (spec["label_column"] is not None or spec["target_columns"]):
+        raise ConfigError(f"config key 'datasets.{name}': `format: lines` reads texts from `path` and labels from "
+                          "`labels_path`; drop `label_column` and `target_columns`.")
 
 
 def resolve_template(template: str) -> str:

@@ -266,9 +266,11 @@ def subsampled(dataset):
 
 
 def custom_file(wildcards):
-    """A custom dataset's own file, so that editing it reruns prepare_dataset; [] otherwise."""
+    """A custom dataset's own files, so that editing one reruns prepare_dataset; [] otherwise."""
     spec = config["datasets"][wildcards.dataset]
-    return [spec["path"]] if spec["type"] == "custom" else []
+    if spec["type"] != "custom":
+        return []
+    return [spec[key] for key in ("path", "labels_path", "label_names_path") if spec[key] is not None]
 
 
 def prepare_cv_folds(wildcards):

@@ -1,5 +1,7 @@
-"""Your own data (type: custom): a CSV, TSV or JSONL file with configurable columns (the options are
-the config schema's: specs reach this module resolved).
+"""Your own data (type: custom): a CSV, TSV, JSONL or parquet file with configurable columns, or
+parallel line files (`format: lines`: a file of texts and a file of labels, line i with line i,
+optionally a file of label names, line i naming label id i). The options are the config schema's:
+specs reach this module resolved.
 
 Also holds the file-reading helpers the other loaders share (decoding, delimited text,
 column lookup, numeric targets, split names), so every dataset fails the same way.
@@ -21,7 +23,9 @@ from .sources import sha256_of
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+# What a parallel-line dataset's columns are called (format: lines).
+LINE_COLUMNS = {"id_column": "line", "text_column": "text", "label_column": "label"}
 SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev",
                "test": "test"}
 RESERVED_COLUMNS = ("id", "text", "prompt", "label", "label_id", "split")
@@ -184,14 +188,64 @@ def _target_names(spec: dict) -> dict:
 
 def plan(spec: dict) -> tuple[bool, tuple[str, ...]]:
     """(has class labels, regression target names), from the config alone."""
+    if spec["format"] == "lines":
+        return spec["labels_path"] is not None, ()
     return spec["label_column"] is not None, tuple(_target_names(spec).values())
+
+
+def _lines(path: str | Path, encoding: str) -> list[str]:
+    """The file's lines (\n or \r\n ends; a final line end adds no empty line)."""
+    text = decode_file(path, encoding)
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def read_parallel_lines(spec: dict) -> pl.DataFrame:
+    """line (1-based), text, label (the labels file's line, or its label id's name): String columns."""
+    texts = _lines(spec["path"], spec["encoding"])
+    frame = pl.DataFrame({"line": [str(i + 1) for i in range(len(texts))], "text": texts}, schema=dict.fromkeys(
+        ("line", "text"), pl.String))
+    if spec["labels_path"] is None:
+        return frame
+    labels = _lines(spec["labels_path"], spec["encoding"])
+    if len(labels) != len(texts):
+        longer, count = (spec["path"], len(texts)) if len(texts) > len(labels) else (spec["labels_path"], len(labels))
+        raise DataError(f"{spec['path']} has {len(texts)} lines and {spec['labels_path']} {len(labels)}: line i of one "
+                        f"is line i of the other, so line {min(len(texts), len(labels)) + 1} of {longer} (of {count}) "
+                        "has no partner. Make the two files line up.")
+    labels = [label.strip() for label in labels]
+    if spec["label_names_path"] is not None:
+        names = [name.strip() for name in _lines(spec["label_names_path"], spec["encoding"])]
+        missing = set(spec["missing_values"])
+        for number, label in enumerate(labels, 1):
+            if label in missing:
+                continue
+            if not re.fullmatch(r"\d+", label) or int(label) >= len(names) or not names[int(label)]:
+                raise DataError(f"{spec['labels_path']}, line {number}: label id {label!r} has no name in "
+                                f"{spec['label_names_path']} ({len(names)} lines: line i + 1 names label id i, "
+                                f"ids 0-{len(names) - 1}). Fix the id or add its name.")
+        labels = [label if label in missing else names[int(label)] for label in labels]
+    return frame.with_columns(label=pl.Series(labels, dtype=pl.String))
+
+
+def read_parquet_file(path: Path) -> pl.DataFrame:
+    """A parquet file's columns as String columns (a number's text, as a csv cell would hold it)."""
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path} is not a readable parquet file ({exc}); write it with pandas, polars or pyarrow, "
+                        "or set `format` to the file's real format.") from exc
+    if nested := [name for name, dtype in frame.schema.items() if dtype.is_nested()]:
+        raise DataError(f"{path}: columns {nested} hold lists or structs; a custom dataset reads one text, label or "
+                        "number per cell.")
+    return frame.with_columns(pl.all().cast(pl.String))
 
 
 def _file_format(path: Path, spec: dict) -> str:
     fmt = spec["format"] or FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"cannot tell the format of {path} from its extension; set `format` to csv, tsv or "
-                        "jsonl.")
+        raise DataError(f"cannot tell the format of {path} from its extension; set `format` to csv, tsv, jsonl, "
+                        "parquet or lines.")
     return fmt
 
 
@@ -205,6 +259,10 @@ def read_user_file(spec: dict) -> tuple[pl.DataFrame, str]:
         raise DataError(f"sha256 mismatch for {path}: expected {expected}, got {actual}; the file "
                         "changed, so update `sha256` if the change is intended.")
     fmt = _file_format(path, spec)
+    if fmt == "parquet":
+        return read_parquet_file(path), str(path)
+    if fmt == "lines":
+        return read_parallel_lines(spec), str(path)
     text = decode_file(path, spec["encoding"])
     if fmt == "jsonl":
         return read_jsonl(text, str(path)), str(path)
@@ -216,6 +274,8 @@ def load_dataset(spec: dict, data_dir: str | None = None, download_dir: str | No
     """id, text, label (Enum; null when no label column), [split], one Float64 column per target."""
     has_labels, _ = plan(spec)
     frame, source = read_user_file(spec)
+    if spec["format"] == "lines":
+        spec = {**spec, **LINE_COLUMNS, "header": True}
     header, missing = spec["header"], list(spec["missing_values"])
 
     def column(option):
