@@ -194,6 +194,13 @@ def _check_dataset_spec(name: str, spec: dict) -> None:
         raise ConfigError(f"config key 'datasets.{name}': nothing to probe: this {spec['type']} dataset has "
                           "neither class labels nor regression targets (custom: set `label_column` and/or "
                           "`target_columns`; with `format: lines`, `labels_path`).")
+    if spec["type"] == "huggingface":
+        if (spec["id"] is None) == (spec["path"] is None):
+            raise ConfigError(f"config key 'datasets.{name}': a huggingface dataset is read from the Hub (`id`) or "
+                              "from a local copy (`path`): set exactly one of them.")
+        if spec["path"] is not None and not Path(spec["path"]).exists():
+            raise ConfigError(f"config key 'datasets.{name}.path': {spec['path']!r} does not exist (a relative path "
+                              f"starts at the working directory, {Path.cwd()}); fix the path.")
     if spec["type"] != "custom":
         return
     lines = spec["format"] == "lines"

@@ -266,11 +266,11 @@ def subsampled(dataset):
 
 
 def custom_file(wildcards):
-    """A custom dataset's own files, so that editing one reruns prepare_dataset; [] otherwise."""
+    """A custom (or local huggingface) dataset's own files, so that editing one reruns prepare_dataset; [] otherwise."""
     spec = config["datasets"][wildcards.dataset]
-    if spec["type"] != "custom":
+    if spec["type"] not in ("custom", "huggingface"):
         return []
-    return [spec[key] for key in ("path", "labels_path", "label_names_path") if spec[key] is not None]
+    return [spec[key] for key in ("path", "labels_path", "label_names_path") if spec.get(key) is not None]
 
 
 def prepare_cv_folds(wildcards):

@@ -13,7 +13,7 @@ import polars as pl
 
 from ..config import check_schema, fill_defaults, load_schema
 from ..errors import DataError
-from . import crowd_envent, custom, emobank, empathetic_dialogues, goemotions, isear
+from . import crowd_envent, custom, emobank, empathetic_dialogues, goemotions, huggingface, isear
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ LOADERS = {
     "empathetic_dialogues": empathetic_dialogues,
     "emobank": emobank,
     "custom": custom,
+    "huggingface": huggingface,
 }
 
 PREPARED_COLUMNS = ("id", "text", "prompt", "label", "label_id")
