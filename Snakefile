@@ -22,6 +22,7 @@ include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/causal.smk"
 include: "workflow/rules/geometry.smk"
+include: "workflow/rules/transfer.smk"
 
 
 rule all:

@@ -14,7 +14,8 @@ from emoprobe import bootstrap, models
 from emoprobe.interventions.edits import HEADS, Edit, attention_heads
 from emoprobe.interventions.effects import promotion_effects, steering_effects
 from emoprobe.interventions.heads import head_edits
-from emoprobe.interventions.promotion import RANDOM, probe_directions, promotion_edits, random_directions
+from emoprobe.geometry import probe_directions
+from emoprobe.interventions.promotion import RANDOM, promotion_edits, random_directions
 from emoprobe.interventions.runner import EditRunner
 from emoprobe.interventions.steering import expected_changes, ridge_directions, steering_edits, surgery
 

@@ -19,27 +19,34 @@ def stages_importing(module: str) -> set[str]:
     # parse_positions (parts.py) and sha256_of (data/sources.py) shape every job reading shards
     ("parts.py", {"probe", "ridge", "directions"}),
     ("data/sources.py", {"prepare", "extract", "probe", "ridge", "directions", "lexical", "compare", "answer_scores",
-                         "causal"}),
-    ("folds.py", {"probe", "ridge", "directions", "lexical"}),  # every probe's folds, the baseline's too
-    ("shards.py", {"extract", "probe", "ridge", "directions", "answer_scores", "report", "causal"}),  # report: the sites
+                         "causal", "geometry", "transfer"}),
+    # every probe's folds, the baseline's too; causal: steering's ridge directions
+    ("folds.py", {"probe", "ridge", "directions", "lexical", "causal", "transfer"}),
+    # report: the sites; transfer: its shards are read in a comprehension (a nested code object)
+    ("shards.py", {"extract", "probe", "ridge", "directions", "answer_scores", "report", "causal", "transfer"}),
     ("extract.py", {"extract", "causal"}),  # the causal edits hook the sites extraction reads
     ("models.py", {"extract", "causal"}),
     ("interventions/runner.py", {"causal"}),
     ("interventions/plan.py", {"causal", "report"}),  # report: the ablation kinds' order
-    ("probes.py", {"probe", "directions"}),  # the classification probes never rerun ridge or the baseline
-    ("mlp.py", {"probe", "directions"}),
+    ("probes.py", {"probe", "directions", "transfer"}),  # the classification probes never rerun ridge or the baseline
+    ("mlp.py", {"probe", "directions", "transfer"}),
     ("controls.py", {"probe"}),
     ("lexical.py", {"lexical"}),
     ("compare.py", {"compare", "aggregate", "report"}),
-    ("regression.py", {"ridge", "lexical"}),  # the baseline's ridge shares the penalty search
+    ("regression.py", {"ridge", "lexical", "causal"}),  # the baseline's ridge shares the penalty search; steering
     # through data/prepare.py: target names, and the correct_only subset's class checks
-    ("data/isear.py", {"prepare", "ridge", "lexical", "compare", "probe", "directions", "answer_scores"}),
+    ("data/isear.py", {"prepare", "ridge", "lexical", "compare", "probe", "directions", "answer_scores", "geometry",
+                       "transfer"}),
+    ("data/label_maps.py", {"transfer"}),  # a label map never reruns the preparation
+    ("geometry.py", {"geometry", "causal"}),  # causal: promotion's unit directions
+    ("transfer.py", {"transfer"}),
     ("answers.py", {"extract"}),  # label words: read in the extraction pass
     ("answer_metrics.py", {"answer_scores", "report"}),  # scoring the answers never reruns extraction
     ("subset.py", {"probe", "ridge", "directions", "answer_scores"}),  # never the preparation of a dataset
     ("aggregate.py", {"aggregate", "report"}),
     ("report.py", {"report"}),
-    ("errors.py", STAGES - {"answers", "causal_aggregate"}),  # these two only copy and concatenate files
+    # these only copy and concatenate files
+    ("errors.py", STAGES - {"answers", "causal_aggregate", "geometry_aggregate", "transfer_aggregate"}),
 ])
 def test_each_module_reaches_the_stages_that_import_it(module, stages):
     assert stages_importing(module) == stages

@@ -18,6 +18,22 @@ import numpy as np
 from scipy.stats import pearsonr, rankdata, spearmanr
 
 
+def unit_rows(weight: np.ndarray) -> np.ndarray:
+    """Each row of weight [K, H] divided by its Euclidean norm."""
+    weight = np.asarray(weight, dtype=np.float64)
+    return weight / np.linalg.norm(weight, axis=1, keepdims=True)
+
+
+def probe_directions(weight: np.ndarray, n_classes: int) -> np.ndarray:
+    """Unit directions [K, H] that raise each class's probe logit against the others, from a saved
+    logistic probe's weight (probes.fit_directions): its rows as they are for K > 2 classes; for two
+    classes, where one row is the second class's logit, minus it for the first and it for the second."""
+    weight = np.asarray(weight, dtype=np.float64)
+    if n_classes == 2 and len(weight) == 1:
+        weight = np.concatenate([-weight, weight])
+    return unit_rows(weight)
+
+
 def cosine_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """Cosine similarity of each row of a [K, H] with each row of b [M, H] (default a): [K, M]."""
     a = np.asarray(a, dtype=np.float64)

@@ -409,18 +409,24 @@ def compare_with_lexical(smk) -> None:
     _write(result.sort("target", "probe", "site", "position", "layer"), smk.output.comparison)
 
 
-def _site_values(smk, table: pl.DataFrame):
-    """Yield (layer, site, [N, H]) of the job's shards (params.shards): each site's activations at
-    position -1 over the whole dataset, the shard checked to match the prepared table."""
+def _read_shard(shard: str, table_path: str, n_rows: int, layer: int, site: str, positions) -> np.ndarray:
+    """[P, N, H]: a shard's activations at `positions` over the whole dataset, the shard checked to
+    match the prepared table (`table_path`, of n_rows rows)."""
     from .data.sources import sha256_of
     from .shards import check_metadata, read_metadata, read_position
 
-    prepared = sha256_of(smk.input.table)
+    metadata = read_metadata(shard)
+    check_metadata(shard, metadata, {"n_rows": str(n_rows), "prepared_sha256": sha256_of(table_path),
+                                     "layer": str(layer), "site": site})
+    held = json.loads(metadata["positions"])
+    return np.stack([read_position(shard, held.index(position)) for position in positions])
+
+
+def _site_values(smk, table: pl.DataFrame):
+    """Yield (layer, site, [N, H]) of the job's shards (params.shards): each site's activations at
+    position -1 over the whole dataset."""
     for layer, site, shard in smk.params.shards:
-        metadata = read_metadata(shard)
-        check_metadata(shard, metadata, {"n_rows": str(table.height), "prepared_sha256": prepared,
-                                         "layer": str(layer), "site": site})
-        yield layer, site, read_position(shard, json.loads(metadata["positions"]).index(-1))
+        yield layer, site, _read_shard(shard, smk.input.table, table.height, layer, site, [-1])[0]
 
 
 def causal_experiment(smk) -> None:
@@ -552,7 +558,8 @@ def _promotion(smk, table, rows, columns, token_lists, runner, clean) -> tuple[l
     from safetensors import safe_open
 
     from .interventions.effects import promotion_effects
-    from .interventions.promotion import RANDOM, probe_directions, promotion_edits, random_directions
+    from .geometry import probe_directions
+    from .interventions.promotion import RANDOM, promotion_edits, random_directions
 
     p, settings = smk.params, smk.params.settings
     class_ids = np.sort(table["label_id"].unique().to_numpy())
@@ -695,9 +702,10 @@ def build_report(smk) -> None:
                for (model, dataset), table, counts in zip(smk.params.answered, smk.input.answers, smk.input.classes)}
     causal = pl.read_parquet(smk.input.causal[0]) if smk.input.causal else None
     geometry = pl.read_parquet(smk.input.geometry[0]) if smk.input.geometry else None
+    transfer = pl.read_parquet(smk.input.transfer[0]) if smk.input.transfer else None
     index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance,
                   pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers, answers, causal,
-                  geometry)
+                  geometry, transfer)
     log.info("report written to %s", index)
 
 
@@ -710,7 +718,6 @@ def probe_geometry(smk) -> None:
 
     from . import geometry
     from .data.prepare import target_columns
-    from .interventions.promotion import probe_directions
 
     p = smk.params
     table = pl.read_parquet(smk.input.table)
@@ -785,3 +792,50 @@ def probe_geometry(smk) -> None:
 
 def aggregate_geometry(smk) -> None:
     _concatenate(smk, "geometry")
+
+
+def transfer_probe(smk) -> None:
+    """One model's cross-dataset transfer from wildcards.source to wildcards.target (transfer.py) at
+    every layer, site and position of the sweep, on the labels the two share after their label maps."""
+    from .data.label_maps import apply_label_map
+    from .transfer import shared_labels, transfer_scores
+
+    p = smk.params
+    tables = {role: pl.read_parquet(getattr(smk.input, role)) for role in ("source", "target")}
+    mapped = {role: apply_label_map(table["label"].to_list(), p.label_maps[role],
+                                    p.vocabularies[role] or table["label"].unique().to_list(),
+                                    f"dataset '{getattr(smk.wildcards, role)}'")
+              for role, table in tables.items()}
+    shared = shared_labels(mapped["source"], mapped["target"])
+    schema = {"layer": pl.Int64, "site": pl.String, "position": pl.String, "position_index": pl.Int64,
+              "kind": pl.String, "metric": pl.String, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64}
+    rows = []
+    if len(shared) < p.min_shared:
+        log.info("%s and %s share the labels %s after their label maps, fewer than transfer.min_shared (%d): no "
+                 "transfer measured", smk.wildcards.source, smk.wildcards.target, shared, p.min_shared)
+    else:
+        keep = {role: np.flatnonzero(np.isin(np.array(labels, dtype=object), shared)) for role, labels in mapped.items()}
+        codes = {role: np.searchsorted(shared, np.array(mapped[role], dtype=object)[keep[role]].astype(str))
+                 for role in keep}
+        log.info("shared labels %s: %d source texts, %d target texts", shared, len(keep["source"]), len(keep["target"]))
+        groups = tables["target"]["text"].to_numpy()[keep["target"]]
+        for layer, site, position, source_shard, target_shard in p.shards:
+            X = {role: _read_shard(shard, getattr(smk.input, role), tables[role].height, layer, site,
+                                   [position])[:, keep[role]]
+                 for role, shard in (("source", source_shard), ("target", target_shard))}
+            scored = transfer_scores(X["source"], codes["source"], X["target"], codes["target"], groups, p.cv_folds,
+                                     p.seed, p.probe["C"], p.probe["max_iter"])
+            rows += [{"layer": layer, "site": site, "position": position_label(position), **row} for row in scored]
+    result = pl.DataFrame(rows, schema=schema).select(
+        pl.lit(smk.wildcards.model).alias("model"), pl.lit(smk.wildcards.source).alias("source"),
+        pl.lit(smk.wildcards.target).alias("target"), pl.lit(", ".join(shared)).alias("shared_labels"),
+        pl.exclude("position_index"))
+    if rows:
+        best = result.filter(kind="transfer", metric="accuracy").sort("value", descending=True).row(0, named=True)
+        log.info("best transfer accuracy %.3f [%.3f, %.3f] at layer %d (%s, position %s)", best["value"],
+                 best["ci_low"], best["ci_high"], best["layer"], best["site"], best["position"])
+    _write(result, smk.output.table)
+
+
+def aggregate_transfer(smk) -> None:
+    _concatenate(smk, "transfer")

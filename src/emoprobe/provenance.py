@@ -35,6 +35,8 @@ STAGES = {
     "causal_aggregate": "aggregate_causal",
     "geometry": "probe_geometry",
     "geometry_aggregate": "aggregate_geometry",
+    "transfer": "transfer_probe",
+    "transfer_aggregate": "aggregate_transfer",
 }
 
 
@@ -92,7 +94,13 @@ def _job_functions(jobs, name: str) -> list:
         if function in found:
             continue
         found.append(function)
-        pending += [called for called in function.__code__.co_names
+        pending += [called for called in _names(function.__code__)
                     if inspect.isfunction(getattr(jobs, called, None))
                     and getattr(jobs, called).__module__ == jobs.__name__]
     return found
+
+
+def _names(code) -> list[str]:
+    """The global names a code object uses, with those of the code nested in it (comprehensions,
+    lambdas, inner functions: their own code objects before Python 3.12)."""
+    return [*code.co_names, *(name for const in code.co_consts if inspect.iscode(const) for name in _names(const))]

@@ -13,6 +13,7 @@ from .aggregate import majority_rate, scored, select, summarise
 from .answer_metrics import TOP1_METRIC, confusion
 from .geometry_report import geometry_section
 from .interventions.report import causal_section
+from .transfer_report import transfer_section
 from .positions import TEXT_MEAN, nearest_end, sort_order
 from .registry import ANSWER, control_name
 from .shards import RESIDUAL, SITES
@@ -318,7 +319,8 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
                  tolerance: float, vs_lexical: pl.DataFrame | None = None,
                  twins: dict[str, list[str]] | None = None, classifiers: Sequence[str] = ("logreg",),
                  answers: dict[tuple[str, str], tuple[pl.DataFrame, pl.DataFrame]] | None = None,
-                 causal: pl.DataFrame | None = None, geometry: pl.DataFrame | None = None) -> Path:
+                 causal: pl.DataFrame | None = None, geometry: pl.DataFrame | None = None,
+                 transfer: pl.DataFrame | None = None) -> Path:
     """Write every figure and results/report/index.html; return the index path.
 
     Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
@@ -332,7 +334,8 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     models' own answers (answers.py): a confusion matrix, a sentence and the counts per class.
     `causal`: the causal experiments' table (jobs.causal_experiment): per experiment a chart and a
     paragraph reading it, per model x dataset it covers. `geometry`: the probe geometry's table
-    (jobs.probe_geometry): its charts and a paragraph, likewise.
+    (jobs.probe_geometry): its charts and a paragraph, likewise. `transfer`: the cross-dataset
+    transfer table (jobs.transfer_probe): per model, a transfer matrix, accuracy by layer and a paragraph.
     """
     out_dir = Path(out_dir)
     held = metrics["position"].drop_nulls().unique().to_list()
@@ -376,6 +379,12 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
                         + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
                         + readings + geometry_reading
                         + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
+    for model in sorted(set() if transfer is None else set(transfer["model"])):
+        charts, reading = transfer_section(transfer, model)
+        for name, chart in charts:
+            save(chart, out_dir / model / name)
+        sections.append(f"<h2>{html.escape(model)}: cross-dataset transfer</h2>" + reading
+                        + "".join(f'<img src="{model}/{name}.png" width="640">' for name, _ in charts))
     save(relative_depth(sited, position, probe), out_dir / "relative_depth")
     summary.write_csv(out_dir / "summary.csv")
     index = out_dir / "index.html"

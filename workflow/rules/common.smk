@@ -256,7 +256,7 @@ def subset_checks(wildcards):
 def prepared_spec(wildcards):
     """The dataset's entry as prepare_dataset sees it: the options that do not change the table left out."""
     return {key: value for key, value in config["datasets"][wildcards.dataset].items()
-            if key not in ("answer_words", "subset")}
+            if key not in ("answer_words", "subset", "label_map")}
 
 
 def subsampled(dataset):
@@ -488,6 +488,50 @@ def check_geometry():
 check_geometry()
 
 
+# Cross-dataset transfer (config `transfer`, workflow/rules/transfer.smk): every ordered pair of
+# datasets with classes and a `label_map`, per model.
+from emoprobe.data.label_maps import known_labels, resolve_label_map
+
+try:
+    LABEL_MAPS = {dataset: resolve_label_map(dataset, config["datasets"][dataset]) for dataset in DATASETS}
+except EmoprobeError as error:
+    raise WorkflowError(str(error)) from None
+VOCABULARIES = {dataset: known_labels(config["datasets"][dataset]) for dataset in DATASETS}
+TRANSFER = config["transfer"]["enabled"]
+MAPPED = [dataset for dataset in CLASSIFIED if LABEL_MAPS[dataset] is not None]
+if TRANSFER and len(MAPPED) < 2:
+    raise WorkflowError(f"`transfer` compares datasets through their label maps, and {len(MAPPED)} dataset(s) with "
+                        f"classes have one ({MAPPED}): give two or more a `label_map` (e.g. `label_map: ekman`), or "
+                        "set `transfer.enabled: false`.")
+
+
+def transfer_shards(wildcards):
+    """[layer, site, position, source shard, target shard] over the model's sweep."""
+    def shard(dataset, layer, site, position):
+        part = PARTS[wildcards.model, dataset][layer, site, position]
+        return f"results/activations/{wildcards.model}/{dataset}/{part}/{shard_file(layer, site)}"
+
+    return [[layer, site, position, shard(wildcards.source, layer, site, position),
+             shard(wildcards.target, layer, site, position)]
+            for layer in LAYERS[wildcards.model] for site in SITES for position in POSITIONS]
+
+
+def transfer_parts(wildcards):
+    return sorted({str(Path(path).parent) for *_, source, target in transfer_shards(wildcards)
+                   for path in (source, target)})
+
+
+def transfer_figures(suffix):
+    """The report's transfer charts of every model, as .png or .html."""
+    return [f"results/report/{model}/{figure}.{suffix}" for model in MODELS
+            for figure in ("transfer_matrix", "transfer_by_layer")] if TRANSFER else []
+
+
+def transfer_tables():
+    return [f"results/transfer/{model}/{source}__{target}.parquet" for model in MODELS for source in MAPPED
+            for target in MAPPED if source != target] if TRANSFER else []
+
+
 def geometry_directions(model, dataset):
     return [direction_file(model, dataset, layer, GEOMETRY_POSITION, LINEAR_PROBES[0]) for layer in LAYERS[model]]
 
@@ -559,4 +603,5 @@ def all_targets():
     return ["results/metrics/probe_metrics.parquet", "results/metrics/vs_lexical.parquet",
             "results/report/index.html"] + directions() + (
         ["results/metrics/causal_metrics.parquet"] if causal_tables() else []) + (
-        ["results/metrics/geometry.parquet"] if GEOMETRY else [])
+        ["results/metrics/geometry.parquet"] if GEOMETRY else []) + (
+        ["results/metrics/transfer.parquet"] if TRANSFER else [])

@@ -6,6 +6,7 @@ rule build_report:
         classes=answer_files(".classes.parquet"),
         causal=["results/metrics/causal_metrics.parquet"] if causal_tables() else [],
         geometry=["results/metrics/geometry.parquet"] if GEOMETRY else [],
+        transfer=["results/metrics/transfer.parquet"] if TRANSFER else [],
     output:
         index="results/report/index.html",
         relative_depth=report(
@@ -38,7 +39,13 @@ rule build_report:
             caption="../report/geometry.rst",
             category="Per model and dataset",
         ),
+        transfer_figures=report(
+            transfer_figures("png"),
+            caption="../report/transfer.rst",
+            category="All models",
+        ),
         interactive=report_figures("html") + answer_figures("html") + causal_figures("html") + geometry_figures("html")
+        + transfer_figures("html")
         + ["results/report/relative_depth.html"],
         summary="results/report/summary.csv",
     params:

@@ -10,26 +10,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..geometry import unit_rows
 from .edits import Edit
 from .plan import centred_span
 
 RANDOM = -1  # the emotion column of the random-direction control
-
-
-def unit_rows(weight: np.ndarray) -> np.ndarray:
-    """Each row of weight [K, H] divided by its Euclidean norm."""
-    weight = np.asarray(weight, dtype=np.float64)
-    return weight / np.linalg.norm(weight, axis=1, keepdims=True)
-
-
-def probe_directions(weight: np.ndarray, n_classes: int) -> np.ndarray:
-    """Unit directions [K, H] that raise each class's probe logit against the others, from a saved
-    logistic probe's weight (fit_directions): its rows as they are for K > 2 classes; for two
-    classes, where one row is the second class's logit, minus it for the first and it for the second."""
-    weight = np.asarray(weight, dtype=np.float64)
-    if n_classes == 2 and len(weight) == 1:
-        weight = np.concatenate([-weight, weight])
-    return unit_rows(weight)
 
 
 def random_directions(layers: Sequence[int], width: int, seed: int) -> dict[int, np.ndarray]:

@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from ..regression import fit_ridge_probe
 from .edits import Edit
 from .plan import centred_span
-from .promotion import unit_rows
+from ..geometry import unit_rows
 
 SIGNS = {"up": 1.0, "down": -1.0}
 
