@@ -68,7 +68,7 @@ def test_dataset_options_come_from_the_schema_alone():
     type's allOf/then branch included, and refuse what the schema refuses."""
     expected = {"type": "goemotions", "labels": "single_label", "max_per_class": None, "max_rows": None,
                 "official_split": False, "bad_rows": "error", "duplicate_texts": "keep", "answer_words": None,
-                "subset": "all"}
+                "subset": "all", "label_map": None}
     assert validate_config(with_changes(datasets={"go": {"type": "goemotions"}}))["datasets"]["go"] == expected
     assert resolve_spec({"type": "goemotions"}) == expected
     custom = resolve_spec({"type": "custom", "path": "x.csv"})
