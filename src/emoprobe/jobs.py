@@ -736,7 +736,7 @@ def probe_geometry(smk) -> None:
             log.info("layer %d left out: a direction is zero there (activations that do not vary over the texts, "
                      "e.g. the embedding of the prompt's fixed last token)", layer)
             continue
-        directions.append(probe_directions(weight, len(class_ids)))
+        directions.append(geometry.probe_directions(weight, len(class_ids)))
         layers.append(layer)
     if len(layers) < 2:
         raise EmoprobeError(f"the geometry of {smk.wildcards.model} on {smk.wildcards.dataset} needs the directions of "
