@@ -36,6 +36,15 @@ class Edit:
     channels: slice | None = None
 
 
+def residual_shift(layers: tuple[int, ...], vectors, scale: float, norms) -> Edit:
+    """Add scale * norms[layer] * vectors[layer] (a direction [H]) to the residual stream at each
+    of `layers`, the same for every text: promotion's and steering's edit."""
+    def values(layer, texts):
+        return torch.as_tensor(scale * norms[layer] * vectors[layer], dtype=torch.float32).expand(len(texts), -1)
+
+    return Edit(RESIDUAL, layers, values, add=True)
+
+
 CLEAN = None  # an edit list entry that changes nothing: the clean run
 Edits = Edit | tuple[Edit, ...] | None  # what one run applies: one edit, several at once, or none
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 
 from ..geometry import unit_rows
-from .edits import Edit
+from .edits import Edit, residual_shift
 from .plan import centred_span
 
 RANDOM = -1  # the emotion column of the random-direction control
@@ -29,16 +28,11 @@ def promotion_edits(centres: Sequence[int], emotions: Sequence[int], alphas: Seq
     """(centre layer, emotion column or RANDOM, alpha, edit) for every centre x alpha x (emotion,
     then the random control): the edit adds alpha * norms[layer] * direction at each layer of the
     span, directions[layer] [K, H] holding one unit row per emotion column."""
-    def added(vectors, alpha):
-        def values(layer, texts):
-            return torch.as_tensor(alpha * norms[layer] * vectors[layer], dtype=torch.float32).expand(len(texts), -1)
-        return values
-
     edits = []
     for centre in centres:
         layers = centred_span(centre, span, n_layers)
         for alpha in alphas:
             for emotion in [*emotions, RANDOM]:
                 vectors = random if emotion == RANDOM else {layer: directions[layer][emotion] for layer in layers}
-                edits.append((centre, emotion, alpha, Edit("residual", layers, added(vectors, alpha), add=True)))
+                edits.append((centre, emotion, alpha, residual_shift(layers, vectors, alpha, norms)))
     return edits

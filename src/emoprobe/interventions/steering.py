@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ..regression import fit_ridge_probe
-from .edits import Edit
+from .edits import Edit, residual_shift
 from .plan import centred_span
 from ..geometry import unit_rows
 
@@ -56,17 +55,11 @@ def steering_edits(centres: Sequence[int], appraisals: Sequence[str], alpha: flo
     """(centre layer, appraisal or "random", "up"/"down", edit) for every centre x (appraisal, then
     the random control) x sign: the edit adds sign * alpha * norms[layer] * direction at each layer
     of the span, directions[layer] [A, H] holding a unit row per appraisal."""
-    def added(vectors, scale):
-        def values(layer, texts):
-            return torch.as_tensor(scale * norms[layer] * vectors[layer], dtype=torch.float32).expand(len(texts), -1)
-        return values
-
     edits = []
     for centre in centres:
         layers = centred_span(centre, span, n_layers)
         for index, appraisal in [*enumerate(appraisals), (None, "random")]:
             vectors = random if index is None else {layer: directions[layer][index] for layer in layers}
             for sign, factor in SIGNS.items():
-                edits.append((centre, appraisal, sign, Edit("residual", layers, added(vectors, factor * alpha),
-                                                            add=True)))
+                edits.append((centre, appraisal, sign, residual_shift(layers, vectors, factor * alpha, norms)))
     return edits
