@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 CORES ?= all
 
-.PHONY: setup run rigour tak2025 causal test dry-run clean-results
+.PHONY: setup run rigour tak2025 causal beyond test dry-run clean-results
 
 # pip byte-compiles one file at a time; compileall does it on every core afterwards (20 s sooner
 # on 2 cores). Its status is ignored: a few packages ship files that are not Python 3, which pip skips too.
@@ -33,6 +33,9 @@ tak2025: setup
 
 causal: setup
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/causal.yaml
+
+beyond: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/beyond.yaml
 
 dry-run: setup
 	$(VENV)/bin/snakemake -n
