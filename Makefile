@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 CORES ?= all
 
-.PHONY: setup run rigour tak2025 causal beyond test dry-run clean-results
+.PHONY: setup browser run rigour tak2025 causal beyond test dry-run clean-results
 
 # pip byte-compiles one file at a time; compileall does it on every core afterwards (20 s sooner
 # on 2 cores). Its status is ignored: a few packages ship files that are not Python 3, which pip skips too.
@@ -40,7 +40,12 @@ beyond: setup
 dry-run: setup
 	$(VENV)/bin/snakemake -n
 
-test: setup
+# Debian's chromium for the report's browser test (tests/test_browser.py); as root it installs with
+# apt-get, otherwise it says how and the browser tests skip (they fail under CI=true).
+browser:
+	-sh tests/install_browser.sh
+
+test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
 clean-results:

@@ -262,7 +262,7 @@ def test_tak2025_preset_validates_and_plans_its_jobs(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert job_counts(result.stdout + result.stderr) == {
         "prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1, "score_answers": 1, "fit_probe": 91,
-        "aggregate_metrics": 1, "build_report": 1, "all": 1}
+        "aggregate_metrics": 1, "build_report": 1, "write_provenance": 1, "all": 1}
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def planned(done, config) -> dict[str, int]:
     return job_counts(dry.stdout + dry.stderr)
 
 
-TABLES = {"aggregate_metrics": 1, "build_report": 1, "all": 1}
+TABLES = {"aggregate_metrics": 1, "build_report": 1, "write_provenance": 1, "all": 1}
 TAIL = {"compare_with_lexical": 1, **TABLES}  # after refitted probes: their comparison with the lexical baseline
 ANSWERED = {"collect_answers": 1, "score_answers": 1}  # the model's answers: copied, then scored
 
@@ -219,7 +219,7 @@ def _copy_of_repo(root: Path) -> Path:
 
 
 @pytest.mark.parametrize(("module", "expected"), [
-    ("report.py", {"build_report": 1, "all": 1}),
+    ("report.py", {"build_report": 1, "write_provenance": 1, "all": 1}),
     ("extract.py", {"extract_activations": 1, **ANSWERED, "fit_probe": 3, **TAIL}),
 ])
 def test_code_edits(done, module, expected, tmp_path):

@@ -43,7 +43,7 @@ def test_jobs_per_rule(rigour_run):
         "prepare_dataset": 1, "extract_activations": 2, "collect_answers": 2, "score_answers": 2,
         "fit_probe": 2 * 2 * LAYERS, "lexical_baseline": 1,
         "save_directions": 2 * LAYERS,  # the linear probe only
-        "compare_with_lexical": 2, "aggregate_metrics": 1, "build_report": 1, "all": 1}
+        "compare_with_lexical": 2, "aggregate_metrics": 1, "build_report": 1, "write_provenance": 1, "all": 1}
 
 
 def test_twin_shards_record_their_weights_and_differ(rigour_run):

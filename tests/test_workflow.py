@@ -48,7 +48,7 @@ def test_dag_has_one_probe_job_per_model_dataset_layer(finished_run):
     counts = job_counts(finished_run["dry"].stdout + finished_run["dry"].stderr)
     assert counts == {"prepare_dataset": 1, "extract_activations": 1, "collect_answers": 1, "score_answers": 1,
                       "fit_probe": 4, "lexical_baseline": 1, "compare_with_lexical": 1, "aggregate_metrics": 1,
-                      "build_report": 1, "all": 1}
+                      "build_report": 1, "write_provenance": 1, "all": 1}
 
 
 def test_shards_have_contract_shape_and_metadata(finished_run):
@@ -193,7 +193,7 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
     # The lexical baseline reads no model: it is not rerun; the new model gets its own comparison.
     assert job_counts(dry.stdout + dry.stderr) == {"extract_activations": 1, "collect_answers": 1, "score_answers": 1,
                                                    "fit_probe": 3, "compare_with_lexical": 1, "aggregate_metrics": 1,
-                                                   "build_report": 1, "all": 1}
+                                                   "build_report": 1, "write_provenance": 1, "all": 1}
     assert "tiny-llama/crowd_envent/layer" not in dry.stdout.split("rule aggregate_metrics")[0]
 
 
@@ -232,7 +232,7 @@ def test_damaged_part_is_found_when_the_dag_is_built(finished_run, tmp_path, dam
     again = run_snakemake(workdir, finished_run["config"], "-n")
     assert job_counts(again.stdout + again.stderr) == {"collect_answers": 1, "score_answers": 1, "fit_probe": 4,
                                                        "compare_with_lexical": 1, "aggregate_metrics": 1,
-                                                       "build_report": 1, "all": 1}
+                                                       "build_report": 1, "write_provenance": 1, "all": 1}
 
 
 @pytest.mark.parametrize(("change", "message"), [

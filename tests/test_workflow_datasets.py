@@ -68,7 +68,7 @@ def test_classification_and_ridge_jobs_per_dataset(dataset_run):
         "fit_probe": len(LAYERS),       # appraisals only: the custom file has no label column
         "fit_ridge": 2 * len(LAYERS),   # one job per layer fits all of a dataset's positions and targets
         "lexical_baseline": 1, "lexical_ridge": 2, "compare_with_lexical": 2,
-        "aggregate_metrics": 1, "build_report": 1, "all": 1}
+        "aggregate_metrics": 1, "build_report": 1, "write_provenance": 1, "all": 1}
     probes = dataset_run["workdir"] / "results" / "probes" / "tiny"
     # scores and held-out predictions of both kinds: .parquet, .ridge.parquet, and their .predictions
     assert len(list(probes.glob("appraisals/layer_*/positions_*.parquet"))) == 4 * len(LAYERS)
@@ -195,7 +195,7 @@ def test_a_classification_setting_reruns_no_ridge_job(dataset_run):
     config = dataset_run["config"] | {"probes": [{"name": "logreg", "kind": "logreg", "C": 0.5}]}
     dry = run_snakemake(dataset_run["workdir"], config, "-n")
     assert job_counts(dry.stdout + dry.stderr) == {"fit_probe": len(LAYERS), "compare_with_lexical": 1,
-                                                   "aggregate_metrics": 1, "build_report": 1, "all": 1}
+                                                   "aggregate_metrics": 1, "build_report": 1, "write_provenance": 1, "all": 1}
 
 
 def test_bad_dataset_option_stops_before_any_job(tmp_path):

@@ -45,18 +45,22 @@ def run(smk, job: Callable) -> None:
 
 
 def prepare_dataset(smk) -> None:
-    from .data.prepare import prepare, target_columns
+    from .data.prepare import PREPARED_RECORD, prepare, target_columns
+    from .data.sources import recording_reads
 
     p = smk.params
     # p.cv_folds is set only where it can change the table (bad_rows: drop drops classes with
     # fewer texts than folds); otherwise the config's value just lets such classes fail early.
     probe = smk.config["probe"]
     cv_folds = p.cv_folds if p.cv_folds is not None else None if probe["split"] == "holdout" else probe["cv_folds"]
-    table = prepare(p.dataset, p.template, p.seed, smk.config["data_dir"], smk.config["download_dir"],
-                    cv_folds=cv_folds)
+    record = {}
+    with recording_reads() as reads:
+        table = prepare(p.dataset, p.template, p.seed, smk.config["data_dir"], smk.config["download_dir"],
+                        cv_folds=cv_folds, record=record)
+    record["raw_files"] = [{"path": path, "sha256": digest} for path, digest in sorted(reads.items())]
     log.info("prepared %d rows, labels: %s, targets: %s", table.height,
              dict(table["label"].value_counts().sort("label").iter_rows()), target_columns(table))
-    table.write_parquet(smk.output.table)
+    table.write_parquet(smk.output.table, metadata={PREPARED_RECORD: json.dumps(record)})
 
 
 # extraction.batch_size / batch_tokens: "auto" by device (see the config schema).
@@ -694,19 +698,56 @@ def aggregate_metrics(smk) -> None:
     log.info("%d paired comparisons with the lexical baseline", comparisons.height)
 
 
+def _part_metadata(part: str) -> dict:
+    """The metadata of an extraction part's first shard: the model, its weights, dtype and prompt."""
+    from .shards import read_metadata
+
+    shard = min(Path(part).glob("*.safetensors"), default=None)
+    if shard is None:
+        raise EmoprobeError(f"{part} holds no shard; delete the folder and rerun its extraction.")
+    return read_metadata(shard)
+
+
 def build_report(smk) -> None:
+    from . import methods
+    from .data.prepare import read_prepared_record, target_columns
+    from .figures import MIN_FONT_PT
     from .report import build_report as build
 
+    p = smk.params
+    out_dir = Path(smk.output.index).parent
     metrics = pl.read_parquet(smk.input.metrics)
     answers = {(model, dataset): (pl.read_parquet(table), pl.read_parquet(counts))
-               for (model, dataset), table, counts in zip(smk.params.answered, smk.input.answers, smk.input.classes)}
+               for (model, dataset), table, counts in zip(p.answered, smk.input.answers, smk.input.classes)}
     causal = pl.read_parquet(smk.input.causal[0]) if smk.input.causal else None
     geometry = pl.read_parquet(smk.input.geometry[0]) if smk.input.geometry else None
     transfer = pl.read_parquet(smk.input.transfer[0]) if smk.input.transfer else None
-    index = build(metrics, Path(smk.output.index).parent, smk.params.quantisation, smk.params.tolerance,
-                  pl.read_parquet(smk.input.vs_lexical), smk.params.twins, smk.params.classifiers, answers, causal,
-                  geometry, transfer)
-    log.info("report written to %s", index)
+    datasets = {}
+    for dataset, path in zip(p.datasets, smk.input.prepared):
+        table = pl.read_parquet(path)
+        datasets[dataset] = (read_prepared_record(path), table, target_columns(table))
+    shards = {tuple(key): _part_metadata(part) for key, part in zip(p.parts, smk.input.parts)}
+    blocks = methods.methods_blocks(smk.config, p.template, p.layers, smk.config["positions"], datasets, shards,
+                                    p.twins, p.workflow_dir)
+    index, figures = build(metrics, out_dir, p.quantisation, p.tolerance, pl.read_parquet(smk.input.vs_lexical),
+                           p.twins, p.classifiers, answers, causal, geometry, transfer, methods.to_html(blocks))
+    Path(smk.output.methods).write_text(methods.to_markdown([*blocks, methods.figures_block(figures, out_dir)]),
+                                        encoding="utf-8")
+    if small := [f"{figure.stem} ({figure.min_font_pt:.1f} pt)" for figure in figures
+                 if figure.min_font_pt < MIN_FONT_PT]:
+        log.warning("fonts below %.1f pt even at full page width: %s", MIN_FONT_PT, ", ".join(small))
+    log.info("report written to %s (%d figures)", index, len(figures))
+
+
+def write_provenance(smk) -> None:
+    """results/report/provenance.json (manifest.build_manifest)."""
+    from .manifest import build_manifest
+
+    p = smk.params
+    shards = {model: _part_metadata(part) for (model, _), part in zip(p.parts, smk.input.parts)}
+    manifest = build_manifest(smk.config, dict(zip(p.datasets, smk.input.prepared)), shards, p.workflow_dir)
+    Path(smk.output.manifest).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    log.info("provenance of %d tables written to %s", len(manifest["tables"]), smk.output.manifest)
 
 
 def probe_geometry(smk) -> None:

@@ -31,6 +31,7 @@ STAGES = {
     "compare": "compare_with_lexical",
     "aggregate": "aggregate_metrics",
     "report": "build_report",
+    "provenance": "write_provenance",
     "causal": "causal_experiment",
     "causal_aggregate": "aggregate_causal",
     "geometry": "probe_geometry",

@@ -11,6 +11,7 @@ import polars as pl
 
 from .aggregate import majority_rate, scored, select, summarise
 from .answer_metrics import TOP1_METRIC, confusion
+from .figures import Figure, categorical, save, write_vega_bundle
 from .geometry_report import geometry_section
 from .interventions.report import causal_section
 from .transfer_report import transfer_section
@@ -94,7 +95,7 @@ def _baseline_rules(baselines: pl.DataFrame) -> alt.LayerChart:
     """Dashed, labelled horizontal lines for chance and the majority-class rate."""
     base = alt.Chart(baselines).encode(y="value:Q", tooltip=["baseline", alt.Tooltip("value:Q", format=".3f")])
     labels = base.mark_text(align="right", dx=-4, dy=alt.ExprRef("datum.baseline == 'chance' ? 8 : -6"),
-                            color="gray", fontSize=10).encode(x=alt.value(515), text="baseline:N")
+                            color="gray", fontSize=10).encode(x=alt.value("width"), text="baseline:N")
     return base.mark_rule(strokeDash=[4, 4], color="gray") + labels
 
 
@@ -122,7 +123,7 @@ def accuracy_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: str
     of = _of(metrics, model, dataset)
     data = _scores(of, probe)
     positions = sort_order(data["position"].unique().to_list())
-    base = alt.Chart(data).encode(color=alt.Color("position:N", title="position", sort=positions))
+    base = alt.Chart(data).encode(color=categorical("position", positions))
     layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(of))]
     legend = [f"line: mean over folds; {CI_BAND}"]
     for kind, colour, dash, label in (("shuffled", "gray", [2, 2], "dotted gray: shuffled-label control"),
@@ -160,7 +161,7 @@ def probes_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: s
     (mean over folds, band = 95% bootstrap CI), with the lexical baseline."""
     of = _of(metrics, model, dataset)
     data = pl.concat([_scores(of, probe) for probe in classifiers]).filter(pl.col("position") == position)
-    base = alt.Chart(data).encode(color=alt.Color("probe:N", title="probe", sort=list(classifiers)))
+    base = alt.Chart(data).encode(color=categorical("probe", classifiers))
     layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(_baselines(of))]
     lexical = _lexical(metrics, dataset, "accuracy", data["layer"].to_list())
     if lexical.height:
@@ -178,7 +179,7 @@ def selectivity_by_layer(metrics: pl.DataFrame, model: str, dataset: str, note: 
     data = _scores(_of(metrics, model, dataset), control_name(probe, "selectivity"))
     positions = sort_order(data["position"].unique().to_list())
     base = alt.Chart(data).encode(x=alt.X("layer:Q", title="layer (0 = embeddings)"),
-                                  color=alt.Color("position:N", title="position", sort=positions))
+                                  color=categorical("position", positions))
     band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
     line = base.mark_line(point=True).encode(
         y=alt.Y("mean:Q", title="selectivity (accuracy - control accuracy)"),
@@ -260,8 +261,7 @@ def sites_by_layer(metrics: pl.DataFrame, model: str, dataset: str, position: st
     """Accuracy by layer at `position`, one line per site (residual stream, attention output, MLP
     output; mean over folds, band = 95% bootstrap CI), with the lexical baseline, majority and chance."""
     data = _site_scores(metrics, model, dataset, position, probe)
-    sites = [site for site in SITES if site in set(data["site"])]
-    base = alt.Chart(data).encode(color=alt.Color("site:N", title="site", sort=sites))
+    base = alt.Chart(data).encode(color=categorical("site", SITES))
     baselines = _baselines(_residual(_of(metrics, model, dataset)))
     layers = [_band_and_line(base, "accuracy", [0, 1]), _baseline_rules(baselines)]
     lexical = _lexical(metrics, dataset, "accuracy", data["layer"].to_list())
@@ -296,19 +296,11 @@ def relative_depth(metrics: pl.DataFrame, position: str, probe: str = "logreg") 
     return alt.Chart(data).mark_line(point=True).encode(
         x=alt.X("relative_depth:Q", title="relative depth (layer / n_layers)", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("mean:Q", title="accuracy or R\u00b2 (CV mean)"),
-        color="model:N", detail="target:N",
+        color=categorical("model", sorted(set(data["model"]))), detail="target:N",
         tooltip=["model", "target", "layer", alt.Tooltip("mean:Q", format=".3f")],
     ).properties(width=360, height=240).facet(
         facet=alt.Facet("panel:N", title=None), columns=3).resolve_scale(y="independent").properties(
         title=f"All models, position {position}")
-
-
-def save(chart, stem: Path) -> list[Path]:
-    """Write `stem`.html and `stem`.png."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    chart.save(str(stem.with_suffix(".html")))
-    chart.save(str(stem.with_suffix(".png")), scale_factor=2)
-    return [stem.with_suffix(".html"), stem.with_suffix(".png")]
 
 
 def model_note(quantisation: str | None) -> str:
@@ -320,15 +312,17 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
                  twins: dict[str, list[str]] | None = None, classifiers: Sequence[str] = ("logreg",),
                  answers: dict[tuple[str, str], tuple[pl.DataFrame, pl.DataFrame]] | None = None,
                  causal: pl.DataFrame | None = None, geometry: pl.DataFrame | None = None,
-                 transfer: pl.DataFrame | None = None) -> Path:
-    """Write every figure and results/report/index.html; return the index path.
+                 transfer: pl.DataFrame | None = None, methods: str = "") -> tuple[Path, list[Figure]]:
+    """Write every figure (figures.save: HTML, PNG, SVG, PDF) and results/report/index.html; return
+    the index path and the figures.
 
-    Per model and dataset: accuracy figures where it has classes, R2 figures (at position -1,
-    or the position nearest the end) where it has numeric targets, all of the residual stream;
-    with more sites, accuracy by layer per site and a site x layer heatmap (at that position, and
-    again at text_mean where it was read: `<name>_text_mean`); the
-    summary table (over every site), with the
-    paired comparison with the lexical baseline from `vs_lexical` when given. The first of the
+    The page opens with one headline sentence per model x dataset (`headline`), a table of
+    contents and the `methods` section (HTML), then one section per model x dataset, the transfer
+    sections and the summary table. Per model and dataset: accuracy figures where it has classes,
+    R2 figures (at position -1, or the position nearest the end) where it has numeric targets, all
+    of the residual stream; with more sites, accuracy by layer per site and a site x layer heatmap
+    (at that position, and again at text_mean where it was read: `<name>_text_mean`); the paired
+    comparison with the lexical baseline from `vs_lexical` when given. The first of the
     classification probes `classifiers` is drawn with its controls; with more than one, a chart
     compares them. `answers`: {(model, dataset): (answers table, counts per class)} of the
     models' own answers (answers.py): a confusion matrix, a sentence and the counts per class.
@@ -338,13 +332,15 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
     transfer table (jobs.transfer_probe): per model, a transfer matrix, accuracy by layer and a paragraph.
     """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle = write_vega_bundle(out_dir)
     held = metrics["position"].drop_nulls().unique().to_list()
     position = nearest_end(held)
     site_positions = [(position, "")] + ([(TEXT_MEAN, f"_{TEXT_MEAN}")] if TEXT_MEAN in held else [])
     summary = summarise(metrics, tolerance, vs_lexical, classifiers)
     probe = classifiers[0]
     sited, metrics = metrics, _residual(metrics)
-    sections = []
+    sections, written, headlines = [], [], []
     pairs = metrics.filter(pl.col("model").is_not_null()).select("model", "dataset").unique().sort("model", "dataset")
     for model, dataset in pairs.iter_rows():
         note = model_note(quantisation.get(model))
@@ -371,25 +367,68 @@ def build_report(metrics: pl.DataFrame, out_dir: Path, quantisation: dict[str, s
         causal_charts, readings = causal_section(causal, model, dataset, note)
         geometry_charts, geometry_reading = geometry_section(geometry, model, dataset, note)
         charts += causal_charts + geometry_charts
-        for name, chart in charts:
-            save(chart, out_dir / model / dataset / name)
-        sections.append(f"<h2>{html.escape(model)} on {html.escape(dataset)}</h2>"
-                        + (f"<p><em>{html.escape(note)}</em></p>" if note else "")
-                        + _beats_the_words(summary.filter(model=model, dataset=dataset))
-                        + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
-                        + readings + geometry_reading
-                        + "".join(f'<img src="{model}/{dataset}/{name}.png" width="640">' for name, _ in charts))
+        figures = [save(chart, out_dir / model / dataset / name, bundle) for name, chart in charts]
+        written += figures
+        headlines.append(headline(summary.filter(model=model, dataset=dataset), model, dataset, classifiers))
+        sections.append((f"{model} on {dataset}",
+                         (f"<p><em>{html.escape(note)}</em></p>" if note else "")
+                         + _beats_the_words(summary.filter(model=model, dataset=dataset))
+                         + (_the_answer(answered, counts, _of(metrics, model, dataset)) if answered is not None else "")
+                         + readings + geometry_reading + _figure_list(figures, out_dir)))
     for model in sorted(set() if transfer is None else set(transfer["model"])):
         charts, reading = transfer_section(transfer, model)
-        for name, chart in charts:
-            save(chart, out_dir / model / name)
-        sections.append(f"<h2>{html.escape(model)}: cross-dataset transfer</h2>" + reading
-                        + "".join(f'<img src="{model}/{name}.png" width="640">' for name, _ in charts))
-    save(relative_depth(sited, position, probe), out_dir / "relative_depth")
+        figures = [save(chart, out_dir / model / name, bundle) for name, chart in charts]
+        written += figures
+        sections.append((f"{model}: cross-dataset transfer", reading + _figure_list(figures, out_dir)))
+    depth = save(relative_depth(sited, position, probe), out_dir / "relative_depth", bundle)
+    written.append(depth)
+    sections.insert(0, ("All models by relative depth", _figure_list([depth], out_dir)))
     summary.write_csv(out_dir / "summary.csv")
     index = out_dir / "index.html"
-    index.write_text(_index_page(summary, sections, tolerance), encoding="utf-8")
-    return index
+    index.write_text(_index_page(summary, headlines, sections, methods, tolerance), encoding="utf-8")
+    return index, written
+
+
+def headline(summary: pl.DataFrame, model: str, dataset: str, classifiers: Sequence[str]) -> str:
+    """The finding for one model x dataset in one sentence with its numbers and its caveat: where
+    the first classification probe reads the label best (or, without classes, the best-read
+    numeric target), its CI, the lexical baseline with its CI and whether any layer beats it."""
+    rows = summary.filter(pl.col("probe").is_in(list(classifiers)) & (pl.col("target") == "label"))
+    rows = rows if rows.height else summary.sort("score", descending=True, nulls_last=True)
+    if not rows.height:
+        return f"{model} on {dataset}: no probe scores."
+    row = rows.row(0, named=True)
+    what = "the emotion label" if row["target"] == "label" else f"the rating {row['target']}"
+    metric = row["score_metric"] if row["score_metric"] != "r2" else "R\u00b2"
+    site = "" if row["best_site"] in (None, RESIDUAL) else f", {row['best_site']}"
+    sentence = (f"{model} on {dataset}: the {row['probe']} probe reads {what} best at layer {row['best_layer']} of "
+                f"{row['n_layers']} (position {row['best_position']}{site}), {metric} {row['score']:.3f} "
+                f"[{row['score_ci_low']:.3f}, {row['score_ci_high']:.3f}]")
+    if row["target"] == "label":
+        sentence += f" (chance {row['chance']:.3f}, majority class {row['floor']:.3f})"
+    if row["lexical"] is not None:
+        sentence += (f", against {row['lexical']:.3f} [{row['lexical_ci_low']:.3f}, {row['lexical_ci_high']:.3f}] "
+                     "for a lexical baseline on the words alone; ")
+        sentence += ("no layer beats the words (no paired 95% CI of the difference lies above 0)"
+                     if row["layers_beating_lexical"] == "none"
+                     else f"layers {row['layers_beating_lexical']} beat them (paired 95% CI of the difference above 0)")
+    if row.get("answer") is not None:
+        sentence += (f"; the model's own answer is right for {row['answer']:.3f} "
+                     f"[{row['answer_ci_low']:.3f}, {row['answer_ci_high']:.3f}]")
+    return (sentence + f". Caveat: the best layer is the best of {row['candidates']} cross-validated cells, chosen "
+            "on the folds that score it, so its score is optimistic; the CIs are 95% bootstrap intervals over texts.")
+
+
+def _figure_list(figures: Sequence[Figure], out_dir: Path) -> str:
+    """Each figure's PNG, linked to its interactive page, with its SVG and PDF (paper) files."""
+    items = []
+    for figure in figures:
+        stem = figure.stem.relative_to(out_dir).as_posix()
+        items.append(f'<figure><a href="{stem}.html"><img src="{stem}.png" width="640" alt="{html.escape(figure.title)}">'
+                     f'</a><figcaption>{html.escape(figure.title)} (<a href="{stem}.html">interactive</a>, '
+                     f'<a href="{stem}.svg">SVG</a>, <a href="{stem}.pdf">PDF</a>: {figure.width} width)'
+                     "</figcaption></figure>")
+    return "".join(items)
 
 
 def _beats_the_words(summary: pl.DataFrame) -> str:
@@ -434,13 +473,29 @@ def _cell(value) -> str:
     return f"<td>{value:.3f}</td>" if isinstance(value, float) else f"<td>{html.escape(str(value))}</td>"
 
 
-def _index_page(summary: pl.DataFrame, sections: list[str], tolerance: float) -> str:
+def _anchor(title: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+
+
+def _index_page(summary: pl.DataFrame, headlines: list[str], sections: list[tuple[str, str]], methods: str,
+                tolerance: float) -> str:
     header = "".join(f"<th>{html.escape(c)}</th>" for c in summary.columns)
     body = "".join("<tr>" + "".join(map(_cell, row)) + "</tr>" for row in summary.iter_rows())
+    contents = [("Findings", "findings"), *([("Methods", "methods")] if methods else []),
+                *((title, _anchor(title)) for title, _ in sections), ("Summary table", "summary-table")]
+    toc = "".join(f'<li><a href="#{anchor}">{html.escape(title)}</a></li>' for title, anchor in contents)
+    findings = "".join(f"<p>{html.escape(sentence)}</p>" for sentence in headlines)
+    parts = "".join(f'<h2 id="{_anchor(title)}">{html.escape(title)}</h2>{content}' for title, content in sections)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>emoprobe report</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:inline-block;margin:8px}}
+figcaption{{font-size:smaller;max-width:640px}}</style></head><body>
 <h1>Where is emotion linearly decodable?</h1>
+<section id="findings">{findings}</section>
+<nav><h2>Contents</h2><ol>{toc}</ol></nav>
+{f'<section id="methods">{methods}</section>' if methods else ''}
+{parts}
+<h2 id="summary-table">Summary table</h2>
 <p>Held-out scores of probes on each layer's residual stream (and, where configured, its attention
 and MLP outputs) at the last prompt tokens,
 one row per model, dataset and target. Classes (<code>target</code> = label): a standardised
@@ -469,7 +524,5 @@ bootstrap 95% CI on the same held-out rows; <code>layers_beating_lexical</code>:
 paired CI lies above 0 at the best position. Full tables: <code>results/metrics/probe_metrics.csv</code>,
 <code>results/metrics/vs_lexical.csv</code>.</p>
 <table><tr>{header}</tr>{body}</table>
-<h2>All models by relative depth</h2><img src="relative_depth.png" width="1000">
-{''.join(sections)}
 </body></html>
 """

@@ -599,9 +599,30 @@ def directions():
     return [path for probe in LINEAR_PROBES for path in _sweep(CLASSIFIED, f".{probe}.directions.safetensors")]
 
 
-def all_targets():
+def every_figure(suffix):
+    """Every figure of the report, as .png, .html, .svg or .pdf."""
+    return (report_figures(suffix) + answer_figures(suffix) + causal_figures(suffix) + geometry_figures(suffix)
+            + transfer_figures(suffix) + [f"results/report/relative_depth.{suffix}"])
+
+
+def prepared_tables():
+    return [f"results/data/{dataset}.parquet" for dataset in DATASETS]
+
+
+# One extraction part per model x dataset: its shards' metadata name the weights, dtype and prompt
+# (the report's methods section and the provenance manifest).
+MODEL_DATASETS = [(model, dataset) for model in MODELS for dataset in DATASETS]
+
+
+def model_parts():
+    return [f"results/activations/{model}/{dataset}/{min(PARTS[(model, dataset)].values())}"
+            for model, dataset in MODEL_DATASETS]
+
+
+def all_targets(manifest=True):
     return ["results/metrics/probe_metrics.parquet", "results/metrics/vs_lexical.parquet",
             "results/report/index.html"] + directions() + (
         ["results/metrics/causal_metrics.parquet"] if causal_tables() else []) + (
         ["results/metrics/geometry.parquet"] if GEOMETRY else []) + (
-        ["results/metrics/transfer.parquet"] if TRANSFER else [])
+        ["results/metrics/transfer.parquet"] if TRANSFER else []) + (
+        ["results/report/provenance.json"] if manifest else [])

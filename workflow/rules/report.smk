@@ -7,8 +7,12 @@ rule build_report:
         causal=["results/metrics/causal_metrics.parquet"] if causal_tables() else [],
         geometry=["results/metrics/geometry.parquet"] if GEOMETRY else [],
         transfer=["results/metrics/transfer.parquet"] if TRANSFER else [],
+        prepared=prepared_tables(),
+        parts=model_parts(),
     output:
         index="results/report/index.html",
+        methods="results/report/methods.md",
+        bundle="results/report/vega.js",
         relative_depth=report(
             "results/report/relative_depth.png",
             caption="../report/relative_depth.rst",
@@ -44,9 +48,8 @@ rule build_report:
             caption="../report/transfer.rst",
             category="All models",
         ),
-        interactive=report_figures("html") + answer_figures("html") + causal_figures("html") + geometry_figures("html")
-        + transfer_figures("html")
-        + ["results/report/relative_depth.html"],
+        interactive=every_figure("html"),
+        vector=every_figure("svg") + every_figure("pdf"),
         summary="results/report/summary.csv",
     params:
         quantisation={model: config["models"][model]["quantisation"] for model in MODELS},
@@ -54,6 +57,11 @@ rule build_report:
         twins=random_init_twins(config["models"]),
         classifiers=CLASSIFIERS,
         answered=[(model, dataset) for model in MODELS for dataset in DATASETS if answered(model, dataset)],
+        datasets=DATASETS,
+        parts=MODEL_DATASETS,
+        template=lambda wc: TEMPLATE,  # a function: the template's {text} is no wildcard
+        layers={model: LAYERS[model] for model in MODELS},
+        workflow_dir=workflow.basedir,
         code=code_fingerprint("report"),
     log:
         "results/logs/build_report.log",
@@ -64,3 +72,31 @@ rule build_report:
         "../../envs/emoprobe.yaml"
     script:
         "../scripts/build_report.py"
+
+
+# The run's provenance manifest, after everything else: it records the job and inputs of every table.
+localrules:
+    write_provenance,
+
+
+rule write_provenance:
+    input:
+        tables=[target for target in all_targets(manifest=False) if not target.endswith(".safetensors")],
+        prepared=prepared_tables(),
+        parts=model_parts(),
+    output:
+        manifest="results/report/provenance.json",
+    params:
+        datasets=DATASETS,
+        parts=MODEL_DATASETS,
+        workflow_dir=workflow.basedir,
+        code=code_fingerprint("provenance"),
+    log:
+        "results/logs/write_provenance.log",
+    resources:
+        mem_mb=on_retry(2000),
+        runtime=on_retry(15),
+    conda:
+        "../../envs/emoprobe.yaml"
+    script:
+        "../scripts/write_provenance.py"

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import DataError
-from .sources import sha256_of
+from .sources import note_read, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def decode_file(path: str | Path, encoding: str = "utf-8") -> str:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}.") from exc
+    note_read(path, content=raw)
     codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
         return raw.decode(codec)
@@ -232,6 +233,7 @@ def read_parquet_file(path: Path) -> pl.DataFrame:
     """A parquet file's columns as String columns (a number's text, as a csv cell would hold it)."""
     try:
         frame = pl.read_parquet(path)
+        note_read(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"{path} is not a readable parquet file ({exc}); write it with pandas, polars or pyarrow, "
                         "or set `format` to the file's real format.") from exc

@@ -23,7 +23,7 @@ import polars as pl
 
 from ..errors import DataError
 from .custom import decode_file, read_delimited
-from .sources import RawFile, fetch, sha256_of
+from .sources import RawFile, fetch, note_read, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def _official_texts(source: Path) -> dict[str, tuple[str, str]]:
     log.info("empathetic_dialogues: reading %s (sha256 %s)", source,
              sha256_of(source) if source.is_file() else "of each file below")
     if source.is_file():
+        note_read(source)
         try:
             with tarfile.open(source) as archive:
                 members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}

@@ -13,6 +13,7 @@ import polars as pl
 
 from ..errors import DataError
 from .custom import natural_order, parse_targets, pick_column
+from .sources import note_read
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def _local(path: Path, split: str):
     import datasets
 
     if path.is_dir() and any((path / name).is_file() for name in ("dataset_info.json", "dataset_dict.json")):
+        for file in sorted(f for f in path.rglob("*") if f.is_file()):
+            note_read(file)
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
@@ -41,6 +44,8 @@ def _local(path: Path, split: str):
     if not files or None in kinds or len(kinds) > 1:
         raise DataError(f"{path}: a local dataset is a save_to_disk folder, or parquet, arrow, csv or json files of "
                         f"one kind (found {sorted(f.suffix for f in files) or 'none'}; other files are ignored).")
+    for file in files:
+        note_read(file)
     return datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
 
 

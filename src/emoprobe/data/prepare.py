@@ -7,7 +7,9 @@ Datasets without classes (EmoBank, GoEmotions `raw`) have null label and label_i
 from __future__ import annotations
 
 import copy
+import json
 import logging
+from pathlib import Path
 
 import polars as pl
 
@@ -193,8 +195,11 @@ def build_prepared_table(frame: pl.DataFrame, labels: tuple[str, ...], template:
 
 
 def prepare(dataset_spec: dict, template: str, seed: int, data_dir: str | None,
-            download_dir: str, cv_folds: int | None = None) -> pl.DataFrame:
+            download_dir: str, cv_folds: int | None = None, record: dict | None = None) -> pl.DataFrame:
     """Fetch, verify, parse, clean and (optionally) subsample one dataset into a prepared table.
+
+    `record`, when given, receives the rows read, the rows each step dropped (by the option that
+    dropped them) and the rows kept: what the methods section reports.
 
     Bad rows are refused or dropped as the spec's `bad_rows` says; `cv_folds` (probe.cv_folds)
     adds the check for classes with fewer texts than folds (None skips it). A dataset with classes
@@ -221,12 +226,27 @@ def prepare(dataset_spec: dict, template: str, seed: int, data_dir: str | None,
                       lambda f: apply_row_checks(f, class_size_checks(f, cv_folds, spec), spec["bad_rows"])))
     source_classes = left = _classes(frame)
     removed_by = []
+    dropped = []
+    rows_read = frame.height
     for option, step in steps:
+        rows = frame.height
         frame = step(frame)
+        if frame.height < rows:
+            dropped.append({"option": option, "rows": rows - frame.height})
         before, left = left, _classes(frame)
         if len(left) < len(before):
             removed_by.append(option)
     if has_labels:
         check_classes_left(left, source_classes, removed_by)
+    if record is not None:
+        record.update(rows_read=rows_read, dropped=dropped, rows_kept=frame.height)
     return build_prepared_table(frame, labels, template, targets)
+
+
+PREPARED_RECORD = "emoprobe"  # the prepared parquet's metadata key: what prepare_dataset read and dropped
+
+
+def read_prepared_record(path: str | Path) -> dict:
+    """The prepared table's record (raw files read with their sha256, rows read, dropped, kept); {} if none."""
+    return json.loads(pl.read_parquet_metadata(path).get(PREPARED_RECORD, "{}"))
 

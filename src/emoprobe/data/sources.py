@@ -8,6 +8,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,26 @@ class RawFile:
     urls: tuple[str, ...]
 
 
+_reads: dict[str, str] | None = None  # set inside `recording_reads`
+
+
+@contextmanager
+def recording_reads():
+    """Collect {path: sha256} of every raw file the loaders read inside the block (for provenance)."""
+    global _reads
+    _reads = {}
+    try:
+        yield _reads
+    finally:
+        _reads = None
+
+
+def note_read(path: str | os.PathLike, sha256: str | None = None, content: bytes | None = None) -> None:
+    """Record a raw file read (inside `recording_reads`): its sha256 given, of `content`, or of the file."""
+    if _reads is not None:
+        _reads[str(path)] = sha256 or (hashlib.sha256(content).hexdigest() if content is not None else sha256_of(path))
+
+
 def sha256_of(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -42,6 +63,7 @@ def _check(path: Path, raw: RawFile, shown_as: str | None = None) -> Path:
             f"corrupt or a different version; replace it with the file from {raw.urls[0]} "
             "(or delete it to download it again)."
         )
+    note_read(shown_as or path, actual)
     return path
 
 

@@ -8,6 +8,7 @@ import html
 import altair as alt
 import polars as pl
 
+from ..figures import categorical
 from ..shards import SITES
 from .plan import ABLATION_KINDS
 
@@ -46,9 +47,8 @@ def ablation_by_layer(causal: pl.DataFrame, model: str, dataset: str, note: str)
     """Ablation's effect on the model's answer by centre layer: the change in accuracy (edited minus
     clean, with its paired 95% bootstrap CI as a band), one line per site (colour) and kind (dash)."""
     data = causal.filter(experiment="ablation", model=model, dataset=dataset, metric="accuracy_change")
-    sites = [site for site in SITES if site in set(data["site"])]
     first = data.row(0, named=True)
-    chart = _lines(data, "accuracy after ablation - clean accuracy", alt.Color("site:N", sort=sites),
+    chart = _lines(data, "accuracy after ablation - clean accuracy", categorical("site", SITES),
                    alt.StrokeDash("kind:N", sort=list(ABLATION_KINDS)), ["site", "kind"])
     return chart.properties(title=_title(
         f"{model} on {dataset}: ablation at the last prompt position",
