@@ -160,6 +160,141 @@ def test_report_files(finished_run):
         assert "lexical baseline" in spec and "shuffled-label control" in spec
 
 
+def _figures(report):
+    """Every figure stem of the report (one .png each)."""
+    return sorted(path.with_suffix("") for path in report.rglob("*.png"))
+
+
+def test_every_figure_is_also_a_paper_svg_and_pdf(finished_run):
+    """Each figure has an SVG and a PDF drawn 3.5 in (one column) or 7 in (the page) wide, whose
+    smallest text, scaled to that width, is legible (>= 6.5 pt) in every column figure."""
+    import re
+
+    report = finished_run["workdir"] / "results" / "report"
+    stems = _figures(report)
+    assert len(stems) == 4  # accuracy_by_layer, layer_position_heatmap, answer_confusion, relative_depth
+    widths = {}
+    for stem in stems:
+        svg = stem.with_suffix(".svg").read_text()
+        inches, view_width = re.search(r'<svg[^>]* width="([\d.]+)in"[^>]* viewBox="0 0 ([\d.]+)', svg).groups()
+        inches, view_width = float(inches), float(view_width)
+        assert inches in (3.5, 7.0)
+        smallest = min(map(float, re.findall(r'font-size="([\d.]+)px"', svg))) * inches * 72 / view_width
+        if inches == 3.5:
+            assert smallest >= 6.5, stem
+        widths[stem.name] = inches
+        pdf = stem.with_suffix(".pdf").read_bytes()
+        assert pdf.startswith(b"%PDF")
+        media = re.search(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", pdf)
+        assert float(media.group(1)) == pytest.approx(inches * 72, abs=0.5)  # points: 3.5 in = 252 pt
+        # the paper files carry no title: the caption in methods.md does
+        assert "tiny-llama on crowd_envent" not in svg
+    assert widths["accuracy_by_layer"] == 3.5 and widths["layer_position_heatmap"] == 3.5
+    methods = (report / "methods.md").read_text()
+    for stem in stems:
+        assert f"`{stem.relative_to(report).as_posix()}` (.svg, .pdf: " in methods
+
+
+def test_methods_section_states_the_facts(finished_run):
+    """methods.md, from the config, prepared table and shards, against independent reads of each."""
+    import importlib.metadata
+    import subprocess
+
+    from emoprobe.config import PROMPT_TEMPLATES
+
+    from .conftest import REPO
+
+    results = finished_run["workdir"] / "results"
+    methods = (results / "report" / "methods.md").read_text()
+    raw = crowd_envent_path()
+    rows_in_file = pl.read_csv(raw.read_bytes().decode("cp1252").encode(), infer_schema_length=0).height
+    table = pl.read_parquet(results / "data" / "crowd_envent.parquet")
+    assert (f"{rows_in_file:,} rows read from `{raw}` (sha256 {sha256_of(raw)}); dropped: "
+            f"{rows_in_file - table.height:,} by `max_per_class: 6`; {table.height} texts kept in 13 classes") in methods
+    assert f"verbatim: `{PROMPT_TEMPLATES['zero_shot']}`" in methods
+    assert "at layers 0 to 3 of tiny-llama; at token positions -1, -2" in methods
+    assert "3-fold cross-validation" in methods and "(seed 0)" in methods
+    assert "1,000 bootstrap resamples" in methods
+    for package in ("torch", "transformers", "scikit-learn", "snakemake"):
+        assert f"{package} {importlib.metadata.version(package)}" in methods
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert f"emoprobe workflow commit {commit}" in methods
+    assert "Lexical baseline" in methods and "Shuffled-label control" in methods
+    index = (results / "report" / "index.html").read_text()
+    assert '<section id="methods">' in index and "<h3>Prompt</h3>" in index
+
+
+def test_headline_sentence_states_the_summary(finished_run):
+    """The page opens with the finding: its numbers are the summary table's."""
+    import html
+
+    report = finished_run["workdir"] / "results" / "report"
+    row = pl.read_csv(report / "summary.csv").row(0, named=True)
+    index = html.unescape((report / "index.html").read_text())
+    findings = index[index.index('<section id="findings">'):index.index("</section>")]
+    assert (f"reads the emotion label best at layer {row['best_layer']} of {row['n_layers']} (position "
+            f"{row['best_position']}), accuracy {row['score']:.3f} [{row['score_ci_low']:.3f}, "
+            f"{row['score_ci_high']:.3f}]") in findings
+    assert f"against {row['lexical']:.3f} [{row['lexical_ci_low']:.3f}, {row['lexical_ci_high']:.3f}]" in findings
+    assert ("no layer beats the words" in findings) == (row["layers_beating_lexical"] == "none")
+    assert f"best of {row['candidates']} cross-validated cells" in findings
+    # the table of contents links every section
+    for anchor in ("findings", "methods", "all-models-by-relative-depth", "tiny-llama-on-crowd-envent",
+                   "summary-table"):
+        assert f'href="#{anchor}"' in index and f'id="{anchor}"' in index
+
+
+def test_report_page_opens_in_a_browser_without_errors(finished_run, tmp_path):
+    """index.html and an interactive chart, offline in headless Chromium: no console error, every
+    image loads, and the chart is drawn from the vega.js beside the page."""
+    from .browser import check_page, chromium_available
+
+    from .conftest import require
+
+    require(chromium_available(), "chromium is not installed (make browser)")
+    report = finished_run["workdir"] / "results" / "report"
+    page = check_page(report / "index.html", tmp_path / "index.png")
+    assert page.console_errors == [] and page.broken_images == []
+    assert page.screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    chart = check_page(report / "tiny-llama" / "crowd_envent" / "accuracy_by_layer.html", tmp_path / "chart.png")
+    assert chart.console_errors == []
+    assert "cdn" not in (report / "tiny-llama" / "crowd_envent" / "accuracy_by_layer.html").read_text()
+
+
+def test_provenance_manifest(finished_run):
+    """provenance.json: the raw file's and the model's sha256 (recomputed here), package
+    versions, and each table's job and inputs, checked against the workflow's own rules."""
+    import importlib.metadata
+
+    results = finished_run["workdir"] / "results"
+    manifest = json.loads((results / "report" / "provenance.json").read_text())
+    raw = crowd_envent_path()
+    assert manifest["data"] == {"crowd_envent": [{"path": str(raw), "sha256": sha256_of(raw)}]}
+    model_dir = finished_run["root"] / "tiny-llama"
+    files = {entry["file"]: entry["sha256"] for entry in manifest["models"]["tiny-llama"]["files"]}
+    assert files[str(model_dir / "model.safetensors")] == sha256_of(model_dir / "model.safetensors")
+    assert manifest["packages"]["torch"] == importlib.metadata.version("torch")
+    assert manifest["config"]["probe"]["cv_folds"] == 3 and manifest["workflow"]["commit"]
+    tables = manifest["tables"]
+    assert tables["results/metrics/probe_metrics.parquet"]["rule"] == "aggregate_metrics"
+    assert tables["results/data/crowd_envent.parquet"]["rule"] == "prepare_dataset"
+    probe = tables["results/probes/tiny-llama/crowd_envent/layer_2/positions_-2to-1.logreg.parquet"]
+    assert probe["rule"] == "fit_probe" and "results/data/crowd_envent.parquet" in probe["inputs"]
+
+
+def test_snakemake_report_holds_every_figure(finished_run, tmp_path):
+    """`snakemake --report` still builds, with each figure under its category."""
+    import zipfile
+
+    report = tmp_path / "report.zip"
+    result = run_snakemake(finished_run["workdir"], finished_run["config"], "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = zipfile.ZipFile(report).namelist()
+    for figure in ("accuracy_by_layer.png", "layer_position_heatmap.png", "answer_confusion.png",
+                   "relative_depth.png"):
+        assert any(name.endswith(figure) for name in names), figure
+
+
 def test_lexical_baseline_sees_the_probes_test_rows(finished_run):
     """The lexical baseline and every probe job hold out the same rows in the same folds, so the
     comparison table's differences are paired row for row; recomputed here by hand."""
