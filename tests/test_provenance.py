@@ -18,12 +18,15 @@ def stages_importing(module: str) -> set[str]:
 @pytest.mark.parametrize(("module", "stages"), [
     # parse_positions (parts.py) and sha256_of (data/sources.py) shape every job reading shards
     ("parts.py", {"probe", "ridge", "directions"}),
+    # report, provenance: the prepared tables' record of the raw files read
     ("data/sources.py", {"prepare", "extract", "probe", "ridge", "directions", "lexical", "compare", "answer_scores",
-                         "causal", "geometry", "transfer"}),
+                         "causal", "geometry", "transfer", "report", "provenance"}),
     # every probe's folds, the baseline's too; causal: steering's ridge directions
     ("folds.py", {"probe", "ridge", "directions", "lexical", "causal", "transfer"}),
-    # report: the sites; transfer: its shards are read in a comprehension (a nested code object)
-    ("shards.py", {"extract", "probe", "ridge", "directions", "answer_scores", "report", "causal", "transfer"}),
+    # report: the sites, and with provenance the shards' metadata; transfer: its shards are read in a
+    # comprehension (a nested code object)
+    ("shards.py", {"extract", "probe", "ridge", "directions", "answer_scores", "report", "causal", "transfer",
+                   "provenance"}),
     ("extract.py", {"extract", "causal"}),  # the causal edits hook the sites extraction reads
     ("models.py", {"extract", "causal"}),
     ("interventions/runner.py", {"causal"}),
@@ -45,6 +48,9 @@ def stages_importing(module: str) -> set[str]:
     ("subset.py", {"probe", "ridge", "directions", "answer_scores"}),  # never the preparation of a dataset
     ("aggregate.py", {"aggregate", "report"}),
     ("report.py", {"report"}),
+    ("figures.py", {"report"}),
+    ("methods.py", {"report"}),
+    ("manifest.py", {"report", "provenance"}),  # report: the methods' versions and commit
     # these only copy and concatenate files
     ("errors.py", STAGES - {"answers", "causal_aggregate", "geometry_aggregate", "transfer_aggregate"}),
 ])

@@ -45,8 +45,8 @@ def run(smk, job: Callable) -> None:
 
 
 def prepare_dataset(smk) -> None:
-    from .data.prepare import PREPARED_RECORD, prepare, target_columns
-    from .data.sources import recording_reads
+    from .data.prepare import prepare, target_columns
+    from .data.sources import PREPARED_RECORD, recording_reads
 
     p = smk.params
     # p.cv_folds is set only where it can change the table (bad_rows: drop drops classes with
@@ -710,7 +710,7 @@ def _part_metadata(part: str) -> dict:
 
 def build_report(smk) -> None:
     from . import methods
-    from .data.prepare import read_prepared_record, target_columns
+    from .data.sources import read_prepared_record
     from .figures import MIN_FONT_PT
     from .report import build_report as build
 
@@ -724,8 +724,7 @@ def build_report(smk) -> None:
     transfer = pl.read_parquet(smk.input.transfer[0]) if smk.input.transfer else None
     datasets = {}
     for dataset, path in zip(p.datasets, smk.input.prepared):
-        table = pl.read_parquet(path)
-        datasets[dataset] = (read_prepared_record(path), table, target_columns(table))
+        datasets[dataset] = (read_prepared_record(path), pl.read_parquet(path), p.targets[dataset])
     shards = {tuple(key): _part_metadata(part) for key, part in zip(p.parts, smk.input.parts)}
     blocks = methods.methods_blocks(smk.config, p.template, p.layers, smk.config["positions"], datasets, shards,
                                     p.twins, p.workflow_dir)

@@ -10,8 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from .data.prepare import read_prepared_record
-from .models import file_sha256
+from .data.sources import read_prepared_record, sha256_of
 
 PACKAGES = ("emoprobe", "torch", "transformers", "safetensors", "scikit-learn", "numpy", "polars", "snakemake",
             "altair", "vl-convert-python", "gguf", "datasets")
@@ -52,7 +51,7 @@ def model_files(metadata: dict, spec: dict) -> list[dict]:
     if spec.get("source") == "local":
         folder = Path(spec["path"]).expanduser()
         files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.json"))
-        return [{"file": str(path), "sha256": file_sha256(path)} for path in files]
+        return [{"file": str(path), "sha256": sha256_of(path)} for path in files]
     return []
 
 

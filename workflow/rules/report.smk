@@ -58,6 +58,7 @@ rule build_report:
         classifiers=CLASSIFIERS,
         answered=[(model, dataset) for model in MODELS for dataset in DATASETS if answered(model, dataset)],
         datasets=DATASETS,
+        targets={dataset: list(PLANS[dataset]["targets"]) for dataset in DATASETS},
         parts=MODEL_DATASETS,
         template=lambda wc: TEMPLATE,  # a function: the template's {text} is no wildcard
         layers={model: LAYERS[model] for model in MODELS},

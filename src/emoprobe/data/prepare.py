@@ -7,9 +7,7 @@ Datasets without classes (EmoBank, GoEmotions `raw`) have null label and label_i
 from __future__ import annotations
 
 import copy
-import json
 import logging
-from pathlib import Path
 
 import polars as pl
 
@@ -242,11 +240,4 @@ def prepare(dataset_spec: dict, template: str, seed: int, data_dir: str | None,
         record.update(rows_read=rows_read, dropped=dropped, rows_kept=frame.height)
     return build_prepared_table(frame, labels, template, targets)
 
-
-PREPARED_RECORD = "emoprobe"  # the prepared parquet's metadata key: what prepare_dataset read and dropped
-
-
-def read_prepared_record(path: str | Path) -> dict:
-    """The prepared table's record (raw files read with their sha256, rows read, dropped, kept); {} if none."""
-    return json.loads(pl.read_parquet_metadata(path).get(PREPARED_RECORD, "{}"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -45,6 +46,16 @@ def note_read(path: str | os.PathLike, sha256: str | None = None, content: bytes
     """Record a raw file read (inside `recording_reads`): its sha256 given, of `content`, or of the file."""
     if _reads is not None:
         _reads[str(path)] = sha256 or (hashlib.sha256(content).hexdigest() if content is not None else sha256_of(path))
+
+
+PREPARED_RECORD = "emoprobe"  # the prepared parquet's metadata key: what prepare_dataset read and dropped
+
+
+def read_prepared_record(path: str | os.PathLike) -> dict:
+    """A prepared table's record (raw files read with their sha256, rows read, dropped, kept); {} if none."""
+    import polars as pl
+
+    return json.loads(pl.read_parquet_metadata(path).get(PREPARED_RECORD, "{}"))
 
 
 def sha256_of(path: str | os.PathLike) -> str:
