@@ -85,10 +85,11 @@ def save(chart, stem: Path, bundle: Path) -> Figure:
     stem.parent.mkdir(parents=True, exist_ok=True)
     spec = chart.to_dict()
     script = Path(_relative(bundle, stem.parent))
+    payload = json.dumps(spec).replace("</", "<\\/")  # no "</script>" inside the script
     stem.with_suffix(".html").write_text(
         f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(_title_text(spec))}</title>'
         f'<script src="{script.as_posix()}"></script></head><body><div id="chart"></div><script>'
-        f'vegaEmbed("#chart", {json.dumps(spec)}, {{"actions": false}}).catch(console.error);'
+        f'vegaEmbed("#chart", {payload}, {{"actions": false}}).catch(console.error);'
         "</script></body></html>\n", encoding="utf-8")
     stem.with_suffix(".png").write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
     figure = Figure(stem, _title_text(spec), _subtitle(spec))
