@@ -727,7 +727,7 @@ def build_report(smk) -> None:
         datasets[dataset] = (read_prepared_record(path), pl.read_parquet(path), p.targets[dataset])
     shards = {tuple(key): _part_metadata(part) for key, part in zip(p.parts, smk.input.parts)}
     blocks = methods.methods_blocks(smk.config, p.template, p.layers, smk.config["positions"], datasets, shards,
-                                    p.twins, p.workflow_dir)
+                                    p.twins)
     index, figures = build(metrics, out_dir, p.quantisation, p.tolerance, pl.read_parquet(smk.input.vs_lexical),
                            p.twins, p.classifiers, answers, causal, geometry, transfer, methods.to_html(blocks))
     Path(smk.output.methods).write_text(methods.to_markdown([*blocks, methods.figures_block(figures, out_dir)]),
@@ -744,7 +744,7 @@ def write_provenance(smk) -> None:
 
     p = smk.params
     shards = {model: _part_metadata(part) for (model, _), part in zip(p.parts, smk.input.parts)}
-    manifest = build_manifest(smk.config, dict(zip(p.datasets, smk.input.prepared)), shards, p.workflow_dir)
+    manifest = build_manifest(smk.config, dict(zip(p.datasets, smk.input.prepared)), shards)
     Path(smk.output.manifest).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     log.info("provenance of %d tables written to %s", len(manifest["tables"]), smk.output.manifest)
 

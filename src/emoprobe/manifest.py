@@ -29,8 +29,11 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def workflow_commit(directory: str | Path) -> dict:
-    """The git commit of the workflow's folder and whether its tracked files differ from it."""
+WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # src/emoprobe/ -> the workflow's folder
+
+
+def workflow_commit(directory: str | Path = WORKFLOW_DIR) -> dict:
+    """The git commit of the workflow's folder when this runs, and whether its tracked files differ from it."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=30)
@@ -82,13 +85,13 @@ def lineage(tables: list[str], records: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def build_manifest(config: dict, prepared: dict[str, str], shards: dict[str, dict], workflow_dir: str | Path,
-                   results: str | Path = "results", workdir: str | Path = ".") -> dict:
+def build_manifest(config: dict, prepared: dict[str, str], shards: dict[str, dict], results: str | Path = "results",
+                   workdir: str | Path = ".") -> dict:
     """The manifest: `prepared` {dataset: prepared table path}, `shards` {model: shard metadata}."""
     tables = sorted(str(path) for path in Path(results).rglob("*")
                     if path.suffix in TABLE_SUFFIXES and "activations" not in path.parts)
     return {
-        "workflow": workflow_commit(workflow_dir),
+        "workflow": workflow_commit(),
         "packages": package_versions(),
         "config": config,
         "data": {dataset: read_prepared_record(path).get("raw_files") for dataset, path in sorted(prepared.items())},

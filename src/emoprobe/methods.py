@@ -129,7 +129,7 @@ def _optional(config: dict) -> list[str]:
 
 def methods_blocks(config: dict, template: str, layers: dict[str, list[int]], positions: Sequence,
                    datasets: dict[str, tuple[dict, pl.DataFrame, list[str]]], shards: dict[tuple[str, str], dict],
-                   twins: dict[str, list[str]], workflow_dir) -> list[tuple[str, list[str]]]:
+                   twins: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
     """(heading, paragraphs) of the methods: `datasets` {name: (record, prepared table, targets)},
     `shards` {(model, dataset): a shard's metadata}, `layers` {model: layers read}."""
     models = {model: metadata for (model, _), metadata in sorted(shards.items())}
@@ -150,7 +150,7 @@ def methods_blocks(config: dict, template: str, layers: dict[str, list[int]], po
     if optional := _optional(config):
         blocks.append(("Further analyses", optional))
     versions = package_versions()
-    commit = workflow_commit(workflow_dir)
+    commit = workflow_commit()
     state = "unknown" if commit["commit"] is None else commit["commit"] + (" (with uncommitted changes)"
                                                                            if commit["dirty"] else "")
     blocks.append(("Software", [", ".join(f"{name} {versions[name]}" for name in VERSIONED if versions.get(name))

@@ -62,7 +62,6 @@ rule build_report:
         parts=MODEL_DATASETS,
         template=lambda wc: TEMPLATE,  # a function: the template's {text} is no wildcard
         layers={model: LAYERS[model] for model in MODELS},
-        workflow_dir=workflow.basedir,
         code=code_fingerprint("report"),
     log:
         "results/logs/build_report.log",
@@ -90,7 +89,6 @@ rule write_provenance:
     params:
         datasets=DATASETS,
         parts=MODEL_DATASETS,
-        workflow_dir=workflow.basedir,
         code=code_fingerprint("provenance"),
     log:
         "results/logs/write_provenance.log",
