@@ -38,7 +38,7 @@ def theme() -> alt.theme.ThemeConfig:
         "font": FONT,
         "range": {"category": OKABE_ITO},
         "axis": {"labelFontSize": 10, "titleFontSize": 11, "titleFontWeight": "normal"},
-        "legend": {"labelFontSize": 10, "titleFontSize": 11, "titleFontWeight": "normal"},
+        "legend": {"labelFontSize": 10, "titleFontSize": 11, "titleFontWeight": "normal", "symbolOpacity": 1},
         "header": {"labelFontSize": 11, "titleFontSize": 11},
         "title": {"fontSize": 12, "subtitleFontSize": 10, "anchor": "start"},
         "text": {"fontSize": 10},
