@@ -66,10 +66,6 @@ class Figure:
     width: str = "column"
     min_font_pt: float = 0.0
 
-    @property
-    def files(self) -> list[Path]:
-        return [self.stem.with_suffix(suffix) for suffix in (".html", ".png", ".svg", ".pdf")]
-
 
 def write_vega_bundle(out_dir: Path) -> Path:
     """Vega, Vega-Lite and vega-embed as one classic script, which every interactive page loads
@@ -93,8 +89,11 @@ def save(chart, stem: Path, bundle: Path) -> Figure:
         "</script></body></html>\n", encoding="utf-8")
     stem.with_suffix(".png").write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
     figure = Figure(stem, _title_text(spec), _subtitle(spec))
-    for width, paper in (("column", _paper_spec(spec)), ("full", _paper_spec(spec, narrow=False))):
-        svg = vl_convert.vegalite_to_svg(paper, config=PAPER_CONFIG)
+    column = _paper_spec(spec)
+    svg = vl_convert.vegalite_to_svg(column, config=PAPER_CONFIG)
+    for width in PAPER_WIDTHS_IN:
+        if width == "full" and column != (full := _paper_spec(spec, narrow=False)):
+            svg = vl_convert.vegalite_to_svg(full, config=PAPER_CONFIG)  # only a narrowed chart is redrawn
         scale = PAPER_WIDTHS_IN[width] * 72 / float(re.search(r'<svg[^>]* width="([\d.]+)"', svg).group(1))
         figure.width = width
         figure.min_font_pt = min(map(float, re.findall(r'font-size="([\d.]+)px"', svg))) * scale

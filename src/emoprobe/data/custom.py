@@ -233,10 +233,10 @@ def read_parquet_file(path: Path) -> pl.DataFrame:
     """A parquet file's columns as String columns (a number's text, as a csv cell would hold it)."""
     try:
         frame = pl.read_parquet(path)
-        note_read(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"{path} is not a readable parquet file ({exc}); write it with pandas, polars or pyarrow, "
                         "or set `format` to the file's real format.") from exc
+    note_read(path)
     if nested := [name for name, dtype in frame.schema.items() if dtype.is_nested()]:
         raise DataError(f"{path}: columns {nested} hold lists or structs; a custom dataset reads one text, label or "
                         "number per cell.")

@@ -121,10 +121,10 @@ def _official_source(spec: dict, data_dir: str | None) -> Path:
 
 def _official_texts(source: Path) -> dict[str, tuple[str, str]]:
     """split -> (file text, name for messages), from a .tar.gz or a folder (or its empatheticdialogues/)."""
-    log.info("empathetic_dialogues: reading %s (sha256 %s)", source,
-             sha256_of(source) if source.is_file() else "of each file below")
-    if source.is_file():
-        note_read(source)
+    digest = sha256_of(source) if source.is_file() else None
+    log.info("empathetic_dialogues: reading %s (sha256 %s)", source, digest or "of each file below")
+    if digest:
+        note_read(source, digest)
         try:
             with tarfile.open(source) as archive:
                 members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}

@@ -74,7 +74,6 @@ def _check(path: Path, raw: RawFile, shown_as: str | None = None) -> Path:
             f"corrupt or a different version; replace it with the file from {raw.urls[0]} "
             "(or delete it to download it again)."
         )
-    note_read(shown_as or path, actual)
     return path
 
 
@@ -95,7 +94,13 @@ def _download(url: str, raw: RawFile, destination: Path, timeout: float) -> None
 
 
 def fetch(raw: RawFile, data_dir: str | None, download_dir: str, timeout: float = 60) -> Path:
-    """Path of a verified copy of `raw`: from data_dir if present, else downloaded."""
+    """Path of a verified copy of `raw`: from data_dir if present, else downloaded (noted as read)."""
+    path = _verified_copy(raw, data_dir, download_dir, timeout)
+    note_read(path, raw.sha256)
+    return path
+
+
+def _verified_copy(raw: RawFile, data_dir: str | None, download_dir: str, timeout: float) -> Path:
     if data_dir is not None:
         local = Path(data_dir) / raw.dataset / raw.name
         if local.exists():
