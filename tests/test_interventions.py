@@ -20,8 +20,8 @@ from emoprobe.interventions.edits import Edit
 from emoprobe.interventions.effects import effects
 from emoprobe.interventions.runner import EditRunner
 
-from .conftest import (REPO, SHARED_DATA, SMOLLM2, crowd_envent_path, job_counts, make_tiny_model, require_smollm2,
-                       run_snakemake)
+from .conftest import (REPO, SHARED_DATA, SMOLLM2, build_config, build_tokenizer, crowd_envent_path, job_counts,
+                       make_tiny_model, require_smollm2, run_snakemake)
 
 DECODERS = ("llama", "qwen2", "gemma3", "gpt2")
 LABEL_TOKENS = [10, 11, 12, 13, 14]
@@ -106,6 +106,74 @@ def test_real_smollm2_cached_equals_full():
     scale = np.abs(full).max()
     np.testing.assert_allclose(cached, full, atol=1e-4 * scale, rtol=0)
     assert np.abs(cached[:, 1:] - cached[:, :1]).max() > 0.1
+
+
+def _tiny_decoder(family: str, n_layers: int, **config_changes):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer("left", family)
+    config = build_config(family, len(tokenizer), n_layers)
+    for key, value in config_changes.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    return tokenizer, AutoModelForCausalLM.from_config(config).eval()
+
+
+def test_gemma3_sliding_window_shorter_than_the_prompts(crowd_envent_slice):
+    """Gemma 3 with a 4-token sliding window on 5 of its 6 layers (prompts of 20+ tokens): the
+    cached path equals the full re-forward and unbatched passes, and the window does change the
+    logits (a 512-token window gives others)."""
+    prompts = crowd_envent_slice["prompt"].to_list()[:6]
+    results = {}
+    for window in (4, 512):
+        tokenizer, model = _tiny_decoder("gemma3", 6, sliding_window=window)
+        token_lists = tokenizer(prompts)["input_ids"]
+        assert min(map(len, token_lists)) > 4 * window or window == 512
+        edits = _edits(6, model.config.hidden_size, len(prompts))
+        runner = EditRunner(model, tokenizer, LABEL_TOKENS, max_rows=40)
+        cached = runner.run(token_lists, edits, text_batch=4)
+        np.testing.assert_allclose(cached, runner.run(token_lists, edits, cached=False), atol=1e-5, rtol=0)
+        with torch.inference_mode():
+            unbatched = np.stack([model(torch.tensor([tokens])).logits[0, -1, LABEL_TOKENS].numpy()
+                                  for tokens in token_lists])
+        np.testing.assert_allclose(cached[:, 0], unbatched, atol=1e-5, rtol=0)
+        results[window] = cached
+    assert "sliding_attention" in model.config.layer_types and "full_attention" in model.config.layer_types
+    assert np.abs(results[4] - results[512]).max() > 1e-3
+
+
+def test_edits_run_from_their_lowest_layer_up(tiny_models, crowd_envent_slice):
+    """The blocks below an edit's lowest layer do not run for its rows (counted at each block's
+    attention): the prefix and the clean last tokens run through every block, an edit at layer l
+    through blocks l.. only; the LM head computes the label words' logits only."""
+    tokenizer, model, _ = _load(tiny_models["llama"]["left"])
+    token_lists = tokenizer(crowd_envent_slice["prompt"].to_list()[:5])["input_ids"]
+    rows = {block: [] for block in range(3)}
+
+    def count(block):
+        return lambda module, args, kwargs, output: rows[block].append(output[0].shape[0])
+
+    counters = [model.model.layers[block].self_attn.register_forward_hook(count(block), with_kwargs=True)
+                for block in rows]
+    runner = EditRunner(model, tokenizer, LABEL_TOKENS)
+    top = [Edit("mlp_out", (3,)), Edit("residual", (3,)), Edit("attn_out", (3,))]
+    try:
+        runner.run(token_lists, top, text_batch=5)
+        assert rows == {0: [5, 5], 1: [5, 5], 2: [5, 5, 15]}  # prefix, clean, the 3 edits x 5 texts
+        rows = {block: [] for block in range(3)}
+        runner.run(token_lists, [None, Edit("mlp_out", (2,)), (Edit("mlp_out", (3,)), Edit("attn_out", (2, 3)))],
+                   text_batch=5)
+        assert rows == {0: [5, 5], 1: [5, 5, 10], 2: [5, 5, 10]}
+    finally:
+        for handle in counters:
+            handle.remove()
+    head = model.get_output_embeddings()
+    widths = []
+    handle = head.register_forward_hook(lambda m, args, output: widths.append(output.shape[-1]))
+    runner.run(token_lists, top, text_batch=5)
+    handle.remove()
+    assert widths == [model.config.vocab_size]  # the prefix pass alone ran the whole (stock) head
+    assert model.get_output_embeddings() is head
 
 
 def test_centred_span():
