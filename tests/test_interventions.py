@@ -176,6 +176,23 @@ def test_edits_run_from_their_lowest_layer_up(tiny_models, crowd_envent_slice):
     assert model.get_output_embeddings() is head
 
 
+def test_saved_directions_must_cover_every_class(tmp_path):
+    """Promotion and the geometry read a directions file's weight at a position, and refuse one
+    fitted on other classes (e.g. a correct_only subset that lost one), naming the fix."""
+    from safetensors.numpy import save_file
+
+    from emoprobe.errors import EmoprobeError
+    from emoprobe.jobs import _saved_weight
+
+    path = tmp_path / "layer_3.safetensors"
+    weight = np.arange(2 * 3 * 4, dtype=np.float64).reshape(2, 3, 4)
+    save_file({"weight": weight}, str(path), metadata={"positions": "[-2, -1]", "label_ids": "[0, 1, 2]"})
+    np.testing.assert_array_equal(_saved_weight(path, -1, np.arange(3), "promotion"), weight[1])
+    with pytest.raises(EmoprobeError, match=r"label ids \[0, 1, 2\], the dataset has \[0, 1, 2, 3\]: promotion needs "
+                                            r"one per emotion.*`subset: all`"):
+        _saved_weight(path, -1, np.arange(4), "promotion")
+
+
 def test_centred_span():
     assert centred_span(5, 3, 30) == (4, 5, 6)
     assert centred_span(1, 3, 30) == (1, 2)  # clipped at the first block

@@ -449,7 +449,7 @@ def causal_experiment(smk) -> None:
     answered = pl.read_parquet(smk.input.answers)
     tokens = json.loads(pl.read_parquet_metadata(smk.input.answers)["answer_token_ids"])  # in label-id order
     rows = sample_texts(answered, p.settings.get("max_texts") or smk.config["causal"]["max_texts"], p.seed)
-    class_ids = np.sort(table["label_id"].unique().to_numpy())
+    class_ids, _ = _classes(table)
     columns = np.searchsorted(class_ids, table["label_id"].to_numpy())  # each row's label as a logit column
     device = models.pick_device(p.device)
     dtype = models.resolve_dtype(p.dtype, device.type)
@@ -556,31 +556,41 @@ def _residual_norms(values: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(values.astype(np.float64), axis=1)))
 
 
+def _classes(table: pl.DataFrame) -> tuple[np.ndarray, dict[int, str]]:
+    """The table's label ids sorted (the order of the probes' classes and of the label-word logit
+    columns), and each id's label."""
+    return np.sort(table["label_id"].unique().to_numpy()), dict(table.select("label_id", "label").unique().iter_rows())
+
+
+def _saved_weight(path, position: int, class_ids: np.ndarray, needed_for: str) -> np.ndarray:
+    """The saved probe weight [K', H] at `position` of a directions file (save_directions), which
+    must hold one direction per class of `class_ids`."""
+    from safetensors import safe_open
+
+    with safe_open(path, "numpy") as file:
+        metadata = file.metadata()
+        weight = file.get_tensor("weight")[json.loads(metadata["positions"]).index(position)]
+    if (fitted := json.loads(metadata["label_ids"])) != class_ids.tolist():
+        raise EmoprobeError(f"{path} holds directions for label ids {fitted}, the dataset has {class_ids.tolist()}: "
+                            f"{needed_for} needs one per emotion (a correct_only subset can lose a class; probe "
+                            "`subset: all`).")
+    return weight
+
+
 def _promotion(smk, table, rows, columns, token_lists, runner, clean) -> tuple[list[dict], int]:
     """Emotion promotion's rows (interventions.promotion): per (centre layer, alpha, direction
     kind, emotion or "all", metric)."""
-    from safetensors import safe_open
-
     from .interventions.effects import promotion_effects
     from .geometry import probe_directions
     from .interventions.promotion import RANDOM, promotion_edits, random_directions
 
     p, settings = smk.params, smk.params.settings
-    class_ids = np.sort(table["label_id"].unique().to_numpy())
-    label_of = dict(table.select("label_id", "label").unique().iter_rows())
+    class_ids, label_of = _classes(table)
     norms, directions, width = {}, {}, None
     for layer, _, values in _site_values(smk, table):
         norms[layer], width = _residual_norms(values), values.shape[1]
     for layer, path in p.directions:
-        with safe_open(path, "numpy") as file:
-            metadata = file.metadata()
-            weight = file.get_tensor("weight")[json.loads(metadata["positions"]).index(-1)]
-        fitted = json.loads(metadata["label_ids"])
-        if fitted != class_ids.tolist():
-            raise EmoprobeError(f"{path} holds directions for label ids {fitted}, the dataset has {class_ids.tolist()}: "
-                                "promotion needs one per emotion (a correct_only subset can lose a class; probe "
-                                "`subset: all`).")
-        directions[layer] = probe_directions(weight, len(class_ids))
+        directions[layer] = probe_directions(_saved_weight(path, -1, class_ids, "promotion"), len(class_ids))
     labels = settings["emotions"] or [label_of[i] for i in class_ids]
     if unknown := sorted(set(labels) - set(label_of.values())):
         raise EmoprobeError(f"`causal.promotion.emotions` names {unknown}, which are not labels of "
@@ -621,8 +631,7 @@ def _steering(smk, table, rows, columns, token_lists, runner, clean) -> tuple[li
 
     p, settings = smk.params, smk.params.settings
     appraisals = settings["appraisals"]
-    class_ids = np.sort(table["label_id"].unique().to_numpy())
-    label_of = dict(table.select("label_id", "label").unique().iter_rows())
+    class_ids, label_of = _classes(table)
     names = [label_of[int(i)] for i in class_ids]
     ratings = table.select(appraisals).to_numpy().astype(np.float64)
     texts = table["text"].to_numpy()
@@ -754,24 +763,16 @@ def probe_geometry(smk) -> None:
     table: layer x layer cosine per emotion and their mean, emotion x emotion cosine and the 2-D
     principal map per layer, and, where the prepared table holds appraisal targets, the RSA with the
     emotions' mean appraisal profiles (and with pleasantness among them, the valence alignment)."""
-    from safetensors import safe_open
-
     from . import geometry
     from .data.prepare import target_columns
 
     p = smk.params
     table = pl.read_parquet(smk.input.table)
-    class_ids = np.sort(table["label_id"].unique().to_numpy())
-    label_of = dict(table.select("label_id", "label").unique().iter_rows())
+    class_ids, label_of = _classes(table)
     names = [label_of[int(i)] for i in class_ids]
     directions, layers = [], []
     for layer, path in zip(p.layers, smk.input.directions):
-        with safe_open(path, "numpy") as file:
-            metadata = file.metadata()
-            weight = file.get_tensor("weight")[json.loads(metadata["positions"]).index(p.position)]
-        if json.loads(metadata["label_ids"]) != class_ids.tolist():
-            raise EmoprobeError(f"{path} holds directions for label ids {metadata['label_ids']}, the dataset has "
-                                f"{class_ids.tolist()}: the geometry needs one per emotion (probe `subset: all`).")
+        weight = _saved_weight(path, p.position, class_ids, "the geometry")
         if not np.linalg.norm(weight, axis=-1).all():
             log.info("layer %d left out: a direction is zero there (activations that do not vary over the texts, "
                      "e.g. the embedding of the prompt's fixed last token)", layer)
