@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.pipeline import Pipeline
@@ -42,7 +43,10 @@ def ridge_by_groups(X, Y: np.ndarray, groups: np.ndarray, alphas: Sequence[float
     Y_group = np.zeros((len(first), Y.shape[1]))
     np.add.at(Y_group, inverse, Y)
     # An array, not a tuple: RidgeCV writes into a one-penalty `alphas` (a TypeError on a tuple).
-    search = RidgeCV(alphas=np.array(alphas, dtype=float), alpha_per_target=True)
+    # Dense X: one SVD serves every penalty ("svd"; the default eigendecomposes X'X but then
+    # computes the leave-one-out diagonal anew for each penalty, 7x slower at 5,280 x 576).
+    search = RidgeCV(alphas=np.array(alphas, dtype=float), alpha_per_target=True,
+                     gcv_mode=None if sparse.issparse(X) else "svd")
     search.fit(X[first], Y_group / counts[:, None])
     chosen = np.broadcast_to(search.alpha_, (Y.shape[1],)).astype(float)
     return Ridge(alpha=chosen * X.shape[0] / len(first)).fit(X, Y), chosen
