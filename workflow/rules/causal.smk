@@ -25,7 +25,7 @@ rule causal_experiment:
         "results/logs/causal_experiment/{model}/{dataset}/{experiment}.log",
     benchmark:
         "results/benchmarks/causal_experiment/{model}/{dataset}/{experiment}.tsv"
-    threads: 8
+    threads: config["causal"]["threads"]
     resources:
         mem_mb=on_retry(config["causal"]["mem_mb"]),
         runtime=on_retry(config["causal"]["runtime"]),
