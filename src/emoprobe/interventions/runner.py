@@ -51,6 +51,7 @@ class EditRunner:
         self.cache_keyword = accepted_keyword(model, "cache", "past_key_values")
         self.keep_keyword = accepted_keyword(model, "logits_to_keep")
         self.pad_id = pad_token_id(tokenizer)
+        self.narrow_head = _narrowed_head(model, self.label_tokens)
 
     def run(self, token_lists: Sequence[Sequence[int]], edits: Sequence[Edits], cached: bool = True,
             text_batch: int = 8) -> np.ndarray:
@@ -80,7 +81,7 @@ class EditRunner:
         prefix = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                             use_cache=True, **keep)
         step = _LastToken(self, getattr(prefix, self.cache_keyword), [tokens[-1] for tokens in batch], mask, texts)
-        with _label_head(self.model, self.label_tokens) as columns:
+        with _label_head(self.model, self.narrow_head, self.label_tokens) as columns:
             clean = step.clean(columns)
             out = clean[:, None].repeat(1, len(edits), 1)
             groups: dict[int, list[tuple[int, int]]] = {}  # lowest block -> its (text, edit) rows
@@ -114,23 +115,33 @@ class EditRunner:
         return torch.stack(logits, 1)
 
 
-@contextmanager
-def _label_head(model, label_tokens: torch.Tensor):
-    """While open, the LM head narrowed to the label words' rows where it is a plain linear layer;
-    yields the logits' columns to read (all of them, in label order, when narrowed)."""
+def _narrowed_head(model, label_tokens: torch.Tensor) -> torch.nn.Linear | None:
+    """The LM head's label-word rows as a linear layer (logits in `label_tokens`' order), where
+    the head is a plain linear layer; else None."""
     head = model.get_output_embeddings()
-    device = head.weight.device
     if type(head) is not torch.nn.Linear:
-        yield label_tokens.to(device)
+        return None
+    rows = label_tokens.to(head.weight.device)
+    narrow = torch.nn.Linear(head.in_features, len(label_tokens), bias=head.bias is not None,
+                             device=head.weight.device, dtype=head.weight.dtype).requires_grad_(False)
+    with torch.no_grad():
+        narrow.weight.copy_(head.weight[rows])
+        if head.bias is not None:
+            narrow.bias.copy_(head.bias[rows])
+    return narrow
+
+
+@contextmanager
+def _label_head(model, narrow: torch.nn.Linear | None, label_tokens: torch.Tensor):
+    """While open, the LM head swapped for `narrow` (when there is one); yields the logits'
+    columns to read."""
+    head = model.get_output_embeddings()
+    if narrow is None:
+        yield label_tokens.to(head.weight.device)
         return
-    narrow = torch.nn.Linear(head.in_features, len(label_tokens), bias=head.bias is not None, device=device,
-                             dtype=head.weight.dtype)
-    narrow.weight.copy_(head.weight[label_tokens.to(device)])
-    if head.bias is not None:
-        narrow.bias.copy_(head.bias[label_tokens.to(device)])
     model.set_output_embeddings(narrow)
     try:
-        yield torch.arange(len(label_tokens), device=device)
+        yield torch.arange(len(label_tokens), device=head.weight.device)
     finally:
         model.set_output_embeddings(head)
 
